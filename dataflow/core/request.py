@@ -1,0 +1,38 @@
+"""The unit of work between operators and servings: one edit request in, one result out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One row's edit.
+
+    Args:
+        key: the row's identity; servings seed their randomness from it, never from batch position.
+        image: the decoded RGB reference image.
+        instruction: the edit to apply, in plain language.
+        num_images: how many edited images to produce for this row.
+    """
+
+    key: str
+    image: "Image.Image"
+    instruction: str
+    num_images: int = 1
+
+
+@dataclass
+class EditResult:
+    """The outcome of one request: its images, or an error message for that row alone."""
+
+    images: list = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,88 @@
+"""Reading one input row: its reference image path, its instruction, and its identity.
+
+Rows follow the DataFlow-MM layout::
+
+    {"images": "photo.png", "conversations": [{"role": "user", "content": "Change the vase to red."}]}
+
+``images`` is a path or a one-element list of paths, relative to the input file's folder or absolute.
+The instruction is the last user message of the conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import Any, Mapping
+
+from dataflow.core.errors import RowError
+
+_USER_ROLES = {"user", "human"}
+
+
+def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
+    """The row's reference image as a path, resolved against ``base_dir`` when relative."""
+    value = row.get(key)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise RowError(f"'{key}' must hold exactly one image path, got a list of {len(value)}")
+        value = value[0]
+    if _is_missing(value):
+        raise RowError(f"'{key}' is missing or null")
+    if not isinstance(value, str):
+        raise RowError(f"'{key}' must be a path string or a list of one, got {type(value).__name__}")
+    if not value.strip():
+        raise RowError(f"'{key}' is an empty string")
+    path = os.path.expanduser(value)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def instruction(row: Mapping[str, Any], key: str) -> str:
+    """The last user message of the row's conversation, stripped."""
+    conversation = row.get(key)
+    if _is_missing(conversation):
+        raise RowError(f"'{key}' is missing or null")
+    if isinstance(conversation, str):
+        raise RowError(f"'{key}' must be a list of messages, got a string")
+    try:
+        messages = list(conversation)
+    except TypeError:
+        raise RowError(f"'{key}' must be a list of messages, got {type(conversation).__name__}") from None
+    if not messages:
+        raise RowError(f"'{key}' is empty")
+    for message in reversed(messages):
+        if not isinstance(message, Mapping):
+            raise RowError(f"'{key}' holds a {type(message).__name__} where a message object was expected")
+        role = message.get("role", message.get("from"))
+        if role in _USER_ROLES:
+            return _message_text(message, key)
+    raise RowError(f"'{key}' has no user message")
+
+
+def row_key(row: Mapping[str, Any], image_key: str, conversation_key: str) -> str:
+    """A stable identity: the ``id`` field if present, else a hash of the image value and the conversation."""
+    row_id = row.get("id")
+    if not _is_missing(row_id) and not isinstance(row_id, (dict, list)):
+        return f"id:{row_id}"
+    payload = json.dumps([row.get(image_key), row.get(conversation_key)], sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def _message_text(message: Mapping[str, Any], key: str) -> str:
+    content = message.get("content", message.get("value"))
+    if isinstance(content, list):  # OpenAI-style parts: [{"type": "text", "text": "..."}, {"type": "image"}]
+        parts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
+        content = " ".join(p for p in parts if isinstance(p, str)) if parts else None
+    if _is_missing(content):
+        raise RowError(f"the last user message in '{key}' has no content")
+    if not isinstance(content, str):
+        raise RowError(f"the last user message in '{key}' must be a string, got {type(content).__name__}")
+    text = content.replace("<image>", " ").strip()
+    if not text:
+        raise RowError(f"the last user message in '{key}' is empty")
+    return " ".join(text.split())
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

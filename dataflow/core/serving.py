@@ -1,0 +1,46 @@
+"""The serving protocol every editing backend implements.
+
+A serving turns a batch of ``EditRequest`` into one ``EditResult`` per request, in order. It is built from plain
+keyword arguments, so that local, multi-process and Ray engines can each construct it inside a worker.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Hashable, Sequence
+
+from dataflow.core.request import EditRequest, EditResult
+
+
+class ImageEditServing(ABC):
+    """Base class of editing backends.
+
+    Subclasses set ``batch_size`` and ``num_images_per_request`` and implement ``edit``. A problem with one row
+    (say, an instruction the backend cannot do) is returned as an ``EditResult`` with ``error`` set; an exception
+    means the backend itself failed.
+    """
+
+    batch_size: int = 1
+    num_images_per_request: int = 1
+    image_io: Any = None
+
+    def bucket_key(self, width: int, height: int) -> Hashable:
+        """Rows whose keys are equal may share a batch. The default puts every row in one bucket."""
+        return None
+
+    def check_instruction(self, instruction: str) -> None:
+        """Raise ``RowError`` if this backend cannot carry out ``instruction``. Used by dry runs."""
+
+    def fingerprint(self) -> dict:
+        """The model and parameters that determine the output pixels; a changed fingerprint invalidates results."""
+        return {"serving": type(self).__name__}
+
+    @abstractmethod
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        """Edit a batch of requests and return one result per request, in order."""
+
+    def release_memory(self) -> None:
+        """Free cached accelerator memory after an out-of-memory error. The default does nothing."""
+
+    def close(self) -> None:
+        """Release models and memory. The default does nothing."""

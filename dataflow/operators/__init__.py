@@ -1,0 +1,1 @@
+"""Pipeline operators, at DataFlow-MM's import paths."""

@@ -1,0 +1,107 @@
+"""The image editing pipeline (GPU), as in DataFlow-MM's documentation.
+
+    python dataflow/statics/pipelines/gpu_pipelines/image_editing_pipeline.py --first_entry_file_name in.jsonl
+
+Every storage, serving and operator parameter is a flag of the same name. Output goes to
+``./cache_local/image_edit_local`` (relative to where it runs); the last line printed is the output file's path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script from a source checkout: make the package importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
+
+from dataflow.cli.exits import run_main
+from dataflow.io import ImageIO
+from dataflow.operators.core_vision import PromptedImageEditGenerator
+from dataflow.serving.local_image_gen_serving import LocalImageGenServing
+from dataflow.utils.storage import FileStorage
+
+EXAMPLE_FILE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, "example", "image_edit",
+                            "prompts.jsonl")
+
+
+class ImageEditingPipeline:
+    """FileStorage -> PromptedImageEditGenerator(LocalImageGenServing) -> step file, built from ``args``."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.storage = FileStorage(
+            first_entry_file_name=args.first_entry_file_name,
+            cache_path=args.cache_path,
+            file_name_prefix=args.file_name_prefix,
+            cache_type=args.cache_type,
+            skip_malformed_lines=args.skip_malformed_lines,
+        )
+        self.serving = LocalImageGenServing(
+            image_io=ImageIO(save_path=args.image_save_path or args.cache_path),
+            hf_model_name_or_path=args.hf_model_name_or_path,
+            hf_cache_dir=args.hf_cache_dir,
+            hf_local_dir=args.hf_local_dir,
+            Image_gen_task=args.Image_gen_task,
+            batch_size=args.batch_size,
+            diffuser_model_name=args.diffuser_model_name,
+            diffuser_image_height=args.diffuser_image_height,
+            diffuser_image_width=args.diffuser_image_width,
+            diffuser_num_inference_steps=args.diffuser_num_inference_steps,
+            diffuser_guidance_scale=args.diffuser_guidance_scale,
+            diffuser_num_images_per_prompt=args.diffuser_num_images_per_prompt,
+            seed=args.seed,
+            device=args.device,
+        )
+        self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval)
+        self.keys = dict(input_image_key=args.input_image_key, input_conversation_key=args.input_conversation_key,
+                         output_image_key=args.output_image_key)
+
+    def forward(self):
+        return self.generator.run(storage=self.storage.step(), **self.keys)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Edit every image of a JSONL file by its instruction (FLUX.1 Kontext).")
+    add = parser.add_argument
+    add("--first_entry_file_name", default=os.path.normpath(EXAMPLE_FILE), help="input jsonl/json/csv/parquet")
+    add("--cache_path", default="./cache_local/image_edit_local", help="folder of step files (and images)")
+    add("--file_name_prefix", default="dataflow_cache_step")
+    add("--cache_type", default="jsonl", choices=["jsonl", "json", "csv", "parquet"])
+    add("--skip_malformed_lines", action="store_true", help="skip invalid JSONL lines with a warning")
+    add("--image_save_path", default=None, help="folder of edited images (default: --cache_path)")
+    add("--hf_model_name_or_path", default="black-forest-labs/FLUX.1-Kontext-dev", help="local folder or Hub id")
+    add("--hf_cache_dir", default="./cache_local")
+    add("--hf_local_dir", default="./ckpt/models/")
+    add("--Image_gen_task", default="imageedit")
+    add("--diffuser_model_name", default="FLUX-Kontext")
+    add("--batch_size", type=int, default=4)
+    add("--diffuser_num_inference_steps", type=int, default=28)
+    add("--diffuser_guidance_scale", type=float, default=3.5)
+    add("--diffuser_num_images_per_prompt", type=int, default=1)
+    add("--diffuser_image_height", type=int, default=1024)
+    add("--diffuser_image_width", type=int, default=1024)
+    add("--seed", type=int, default=0)
+    add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add("--save_interval", type=int, default=10, help="rows per durable checkpoint")
+    add("--input_image_key", default="images")
+    add("--input_conversation_key", default="conversations")
+    add("--output_image_key", default="output_image")
+    add("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        summary = ImageEditingPipeline(args).forward()
+        print(summary.describe(), file=sys.stderr)
+        print(summary.output_path)
+        return summary.exit_code
+
+    return run_main(body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

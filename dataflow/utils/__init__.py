@@ -1,0 +1,1 @@
+"""Utilities kept at the import paths DataFlow-MM documents (``dataflow.utils.storage``)."""

@@ -1,0 +1,240 @@
+"""``FileStorage``: the step files a pipeline reads and writes.
+
+Step 0 reads ``first_entry_file_name``; the operator run at step n writes
+``{cache_path}/{file_name_prefix}_step{n}.{cache_type}``. Rows travel as plain dicts, so every input field comes
+out unchanged; ``read("dataframe")`` wraps them in a pandas DataFrame for users who want one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Literal, Mapping
+
+from dataflow.core.errors import InputError
+from dataflow.io.atomic import atomic_open
+from dataflow.logger import get_logger
+
+FORMATS = ("jsonl", "json", "csv", "parquet")
+logger = get_logger()
+
+
+class FileStorage:
+    """File-backed storage of a pipeline's rows, one file per step.
+
+    Args:
+        first_entry_file_name: the input file (jsonl, json, csv or parquet, judged by its extension).
+        cache_path: folder of the step files.
+        file_name_prefix: step files are named ``{file_name_prefix}_step{n}.{cache_type}``.
+        cache_type: format of the step files: "jsonl", "json", "csv" or "parquet".
+        skip_malformed_lines: skip JSONL lines that are not valid JSON objects with a warning, instead of stopping
+            with an error that names the line.
+    """
+
+    def __init__(
+        self,
+        first_entry_file_name: str,
+        cache_path: str = "./cache",
+        file_name_prefix: str = "dataflow_cache_step",
+        cache_type: Literal["jsonl", "json", "csv", "parquet"] = "jsonl",
+        skip_malformed_lines: bool = False,
+    ):
+        if cache_type not in FORMATS:
+            raise InputError(f"cache_type must be one of {', '.join(FORMATS)}, got {cache_type!r}")
+        if not first_entry_file_name:
+            raise InputError("first_entry_file_name is required")
+        self.first_entry_file_name = first_entry_file_name
+        self.cache_path = cache_path
+        self.file_name_prefix = file_name_prefix
+        self.cache_type = cache_type
+        self.skip_malformed_lines = skip_malformed_lines
+        self.operator_step = -1
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def step(self) -> "FileStorage":
+        """Advance to the next operator: the first call reads the input file and writes step 1."""
+        self.operator_step += 1
+        return self
+
+    def reset(self) -> "FileStorage":
+        self.operator_step = -1
+        return self
+
+    def file_path(self, step: int) -> str:
+        """The file of ``step``: the input file for step 0, else a step file in ``cache_path``."""
+        if step < 0:
+            raise InputError("call storage.step() before reading or writing")
+        if step == 0:
+            return self.first_entry_file_name
+        return os.path.join(self.cache_path, f"{self.file_name_prefix}_step{step}.{self.cache_type}")
+
+    @property
+    def read_path(self) -> str:
+        return self.file_path(self.operator_step)
+
+    @property
+    def write_path(self) -> str:
+        return self.file_path(self.operator_step + 1)
+
+    @property
+    def input_dir(self) -> str:
+        """Folder that relative image paths in the rows are resolved against: the input file's folder."""
+        return os.path.dirname(os.path.abspath(self.first_entry_file_name))
+
+    # -- read / write ------------------------------------------------------------------------------------
+    def read(self, output_type: Literal["dataframe", "dict"] = "dataframe") -> Any:
+        """The rows of the current step, as a DataFrame or a list of dicts."""
+        if output_type not in ("dataframe", "dict"):
+            raise InputError(f"output_type must be 'dataframe' or 'dict', got {output_type!r}")
+        path = self.read_path
+        fmt = self.cache_type if self.operator_step > 0 else _format_of(path)
+        records = read_records(path, fmt, skip_malformed_lines=self.skip_malformed_lines)
+        if output_type == "dict":
+            return records
+        import pandas as pd
+
+        return pd.DataFrame(records)
+
+    def write(self, data: Any) -> str:
+        """Write rows (a DataFrame or a list of dicts) as the next step's file, atomically; return its path."""
+        records = _as_records(data)
+        path = self.write_path
+        write_records(path, records, self.cache_type)
+        logger.info("wrote %d rows to %s", len(records), path)
+        return path
+
+
+def read_records(path: str, fmt: str, skip_malformed_lines: bool = False) -> list[dict]:
+    """Read a file of rows into a list of dicts; errors name the file (and the line, for JSONL)."""
+    if not os.path.isfile(path):
+        raise InputError(f"input file not found: {path}")
+    if fmt == "jsonl":
+        return _read_jsonl(path, skip_malformed_lines)
+    if fmt == "json":
+        with open(path, encoding="utf-8") as handle:
+            try:
+                data = json.load(handle)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise InputError(f"{path}: a JSON input must be a list of objects")
+        return data
+    import pandas as pd
+
+    if fmt == "csv":
+        frame = pd.read_csv(path)
+    else:
+        _require_pyarrow()
+        frame = pd.read_parquet(path)
+    return [{k: _from_cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def write_records(path: str, records: list[dict], fmt: str) -> None:
+    """Write rows to ``path`` in ``fmt``, atomically."""
+    if fmt == "jsonl":
+        with atomic_open(path) as handle:
+            for record in records:
+                handle.write(dumps_row(record) + "\n")
+    elif fmt == "json":
+        with atomic_open(path) as handle:
+            handle.write(json.dumps([_jsonable(r) for r in records], ensure_ascii=False, indent=2))
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame([_jsonable(r) for r in records])
+        for column in frame.columns:
+            if _needs_json_text(frame[column], fmt):
+                frame[column] = frame[column].map(lambda v: json.dumps(v, ensure_ascii=False))
+        if fmt == "csv":
+            with atomic_open(path) as handle:
+                frame.to_csv(handle, index=False)
+        else:
+            _require_pyarrow()
+            with atomic_open(path, "wb") as handle:
+                frame.to_parquet(handle)
+
+
+def _needs_json_text(column, fmt: str) -> bool:
+    """CSV stores every nested value as JSON text; parquet only columns that mix nested and plain values."""
+    nested = column.map(lambda v: isinstance(v, (list, dict)))
+    return bool(nested.any()) and (fmt == "csv" or not bool(nested.all()))
+
+
+def dumps_row(record: Mapping[str, Any]) -> str:
+    """One JSON line for a row; NaN becomes null and numpy values become plain JSON."""
+    return json.dumps(_jsonable(record), ensure_ascii=False)
+
+
+def _read_jsonl(path: str, skip_malformed_lines: bool) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                problem = None if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
+            except json.JSONDecodeError as exc:
+                problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
+            if problem is None:
+                records.append(record)
+            elif skip_malformed_lines:
+                logger.warning("%s line %d skipped: %s", path, number, problem)
+            else:
+                raise InputError(
+                    f"{path} line {number}: {problem}. Fix the line, or skip malformed lines "
+                    "(--skip_malformed_lines / FileStorage(skip_malformed_lines=True))."
+                )
+    return records
+
+
+def _as_records(data: Any) -> list[dict]:
+    if isinstance(data, list):
+        if not all(isinstance(r, Mapping) for r in data):
+            raise InputError("write() takes a DataFrame or a list of dicts")
+        return [dict(r) for r in data]
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        return [{k: _from_cell(v) for k, v in row.items()} for row in data.to_dict(orient="records")]
+    raise InputError(f"write() takes a DataFrame or a list of dicts, got {type(data).__name__}")
+
+
+def _from_cell(value: Any) -> Any:
+    """Undo what tabular formats do to nested values: JSON text back to lists, arrays to lists, NaN to None."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return _jsonable(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return _jsonable(value.tolist())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _format_of(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in FORMATS:
+        raise InputError(f"{path}: unsupported input format {ext!r}; use one of {', '.join(FORMATS)}")
+    return ext
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise InputError("parquet files need pyarrow: pip install 'dataflow-edit[parquet]'") from None
+

@@ -1,0 +1,55 @@
+"""The seed script, run from the command line as the documentation shows."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from tests.conftest import edit_row, read_jsonl, write_jsonl
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "dataflow", "statics", "pipelines", "gpu_pipelines", "image_editing_pipeline.py")
+
+
+def run_script(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_example_data_the_script_points_at_exists():
+    from dataflow.statics.pipelines.gpu_pipelines.image_editing_pipeline import build_parser
+
+    default = build_parser().parse_args([]).first_entry_file_name
+    rows = read_jsonl(default)
+    assert rows and all(os.path.isfile(os.path.join(os.path.dirname(default), r["images"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_the_script_edits_a_jsonl_from_the_command_line(tmp_path, tiny_model_dir, mixed_images):
+    pytest.importorskip("diffusers")
+    rows = [edit_row(os.path.basename(p), "Make it red.") for p in mixed_images.values()]
+    jsonl = write_jsonl(tmp_path / "in.jsonl", rows)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_script("--first_entry_file_name", jsonl, "--hf_model_name_or_path", tiny_model_dir,
+                        "--diffuser_num_inference_steps", "2", "--diffuser_image_height", "64",
+                        "--diffuser_image_width", "64", "--batch_size", "2", cwd=work)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout.strip().splitlines()[-1]
+    assert output == "./cache_local/image_edit_local/dataflow_cache_step_step1.jsonl"
+    out = read_jsonl(work / output)
+    for row, (w, h) in zip(out, [(200, 100), (120, 120), (90, 180)]):
+        (path,) = row["output_image"]
+        out_w, out_h = Image.open(work / path).size
+        assert out_w / out_h == pytest.approx(w / h, rel=0.05)
+
+
+def test_a_bad_flag_value_exits_2_without_a_traceback(tmp_path):
+    result = run_script("--first_entry_file_name", str(tmp_path / "missing.jsonl"), "--Image_gen_task", "video",
+                        cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Image_gen_task='video' is not supported" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,90 @@
+import json
+
+import pandas as pd
+import pytest
+
+from dataflow.core.errors import InputError
+from dataflow.utils.storage import FileStorage
+from tests.conftest import read_jsonl, write_jsonl
+
+ROWS = [
+    {"id": "a", "images": "x.png", "conversations": [{"role": "user", "content": "Blur it."}], "score": 0.5},
+    {"id": "b", "images": ["y.png"], "conversations": [{"role": "user", "content": "Flip it."}], "extra": {"k": 1}},
+]
+
+
+def test_step_zero_reads_the_input_and_operator_n_writes_step_n(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    storage = FileStorage(source, cache_path=str(tmp_path / "cache"), file_name_prefix="dataflow_cache_step")
+    first = storage.step()
+    assert first.read("dict") == ROWS
+    written = first.write(first.read("dict") + [{"id": "c"}])
+    assert written == str(tmp_path / "cache" / "dataflow_cache_step_step1.jsonl")
+    second = storage.step()
+    assert [r["id"] for r in second.read("dict")] == ["a", "b", "c"]
+    assert second.write_path.endswith("dataflow_cache_step_step2.jsonl")
+
+
+def test_rows_keep_every_field_unchanged_through_a_jsonl_round_trip(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    storage = FileStorage(source, cache_path=str(tmp_path)).step()
+    storage.write(storage.read("dict"))
+    assert read_jsonl(storage.write_path) == ROWS
+
+
+@pytest.mark.parametrize("cache_type", ["jsonl", "json", "csv", "parquet"])
+def test_each_format_round_trips_nested_fields(tmp_path, cache_type):
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    storage = FileStorage(source, cache_path=str(tmp_path / "c"), cache_type=cache_type).step()
+    storage.write(storage.read("dict"))
+    rows = storage.step().read("dict")
+    assert [r["conversations"] for r in rows] == [r["conversations"] for r in ROWS]
+    assert rows[1]["images"] == ["y.png"]
+
+
+@pytest.mark.parametrize("suffix", ["json", "csv", "parquet"])
+def test_the_input_format_is_taken_from_the_extension(tmp_path, suffix):
+    path = tmp_path / f"in.{suffix}"
+    if suffix == "json":
+        path.write_text(json.dumps([{"images": "x.png", "conversations": ROWS[0]["conversations"]}]))
+    else:  # tabular files usually hold the conversation as JSON text
+        frame = pd.DataFrame([{"images": "x.png", "conversations": json.dumps(ROWS[0]["conversations"])}])
+        frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path)
+    rows = FileStorage(str(path), cache_path=str(tmp_path)).step().read("dict")
+    assert rows[0]["images"] == "x.png"
+    assert rows[0]["conversations"] == ROWS[0]["conversations"]
+
+
+def test_dataframe_output(tmp_path):
+    frame = FileStorage(write_jsonl(tmp_path / "in.jsonl", ROWS), cache_path=str(tmp_path)).step().read("dataframe")
+    assert isinstance(frame, pd.DataFrame) and list(frame["id"]) == ["a", "b"]
+
+
+def test_a_malformed_line_is_reported_with_file_and_line_number(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [ROWS[0], "", '{"images": "x.png", oops', ROWS[1]])
+    with pytest.raises(InputError, match=r"in\.jsonl line 3: invalid JSON"):
+        FileStorage(source, cache_path=str(tmp_path)).step().read("dict")
+
+
+def test_a_line_that_is_not_an_object_is_reported(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [ROWS[0], "[1, 2]"])
+    with pytest.raises(InputError, match="line 2: expected a JSON object"):
+        FileStorage(source, cache_path=str(tmp_path)).step().read("dict")
+
+
+def test_malformed_lines_can_be_skipped_explicitly(tmp_path, caplog):
+    source = write_jsonl(tmp_path / "in.jsonl", [ROWS[0], "not json", ROWS[1]])
+    rows = FileStorage(source, cache_path=str(tmp_path), skip_malformed_lines=True).step().read("dict")
+    assert [r["id"] for r in rows] == ["a", "b"]
+
+
+def test_missing_input_and_bad_options_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="input file not found"):
+        FileStorage(str(tmp_path / "nope.jsonl")).step().read("dict")
+    with pytest.raises(InputError, match="cache_type"):
+        FileStorage("x.jsonl", cache_type="xml")
+    with pytest.raises(InputError, match="unsupported input format"):
+        (tmp_path / "in.txt").write_text("{}")
+        FileStorage(str(tmp_path / "in.txt")).step().read("dict")
+    with pytest.raises(InputError, match="step"):
+        FileStorage("x.jsonl").read("dict")
