@@ -73,7 +73,9 @@ def _message_text(message: Mapping[str, Any], key: str) -> str:
     content = message.get("content", message.get("value"))
     if isinstance(content, list):  # OpenAI-style parts: [{"type": "text", "text": "..."}, {"type": "image"}]
         parts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
-        content = " ".join(p for p in parts if isinstance(p, str)) if parts else None
+        if not parts or not all(isinstance(p, str) for p in parts):
+            raise RowError(f"the last user message in '{key}' must be a string or a list of text parts")
+        content = " ".join(parts)
     if _is_missing(content):
         raise RowError(f"the last user message in '{key}' has no content")
     if not isinstance(content, str):

@@ -6,6 +6,7 @@ A reader therefore sees either the old file or the complete new one, never a tor
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from typing import IO, Iterator
@@ -18,7 +19,9 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
         encoding = None
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    prefix = f".{os.path.basename(path)}."
+    remove_stale_temps(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
@@ -30,6 +33,13 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def remove_stale_temps(folder: str, prefix: str) -> None:
+    """Delete temp files a killed earlier write of the same file left behind."""
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
