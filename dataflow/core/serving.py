@@ -7,7 +7,7 @@ keyword arguments, so that local, multi-process and Ray engines can each constru
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Optional, Sequence
 
 from dataflow.core.request import EditRequest, EditResult
 
@@ -30,6 +30,10 @@ class ImageEditServing(ABC):
 
     def check_instruction(self, instruction: str) -> None:
         """Raise ``RowError`` if this backend cannot carry out ``instruction``. Used by dry runs."""
+
+    def check_model(self) -> Optional[str]:
+        """Raise ``ModelLoadError`` if the model cannot be used; return a note worth telling, or None."""
+        return None
 
     def fingerprint(self) -> dict:
         """The model and parameters that determine the output pixels; a changed fingerprint invalidates results."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dataflow.core.errors import InputError, RowError
+from dataflow.core.errors import RowError
 from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.serving import ImageEditServing
+from dataflow.core.validation import check_positive_int
 from dataflow.serving.classic.grammar import GRAMMAR_VERSION, parse
 from dataflow.serving.classic.operations import apply_operations
 
@@ -27,8 +28,7 @@ class ClassicEditServing(ImageEditServing):
     """
 
     def __init__(self, image_io: Any = None, batch_size: int = 8):
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int(batch_size=batch_size)
         self.image_io = image_io
         self.batch_size = batch_size
 

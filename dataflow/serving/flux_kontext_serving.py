@@ -11,6 +11,7 @@ What this adds on top of the plain pipeline:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import OrderedDict
 from typing import Any, Optional, Sequence
@@ -19,8 +20,9 @@ from dataflow.core.errors import InputError, ModelLoadError
 from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
+from dataflow.core.validation import check_positive_int
 from dataflow.logger import get_logger
-from dataflow.serving.model_source import resolve_model_folder
+from dataflow.serving.model_source import looks_like_path, resolve_model_folder
 from dataflow.serving.resolution import output_size, reference_size
 
 logger = get_logger()
@@ -77,9 +79,9 @@ class FluxKontextServing(ImageEditServing):
         torch_dtype: Any = None,
         max_sequence_length: int = 512,
     ):
-        _check_positive(batch_size=batch_size, num_inference_steps=num_inference_steps,
-                        num_images_per_prompt=num_images_per_prompt, height=height, width=width,
-                        max_sequence_length=max_sequence_length)
+        check_positive_int(batch_size=batch_size, num_inference_steps=num_inference_steps,
+                           num_images_per_prompt=num_images_per_prompt, height=height, width=width,
+                           max_sequence_length=max_sequence_length)
         if not isinstance(seed, int):
             raise InputError(f"seed must be an integer, got {seed!r}")
         self.model = model
@@ -122,6 +124,13 @@ class FluxKontextServing(ImageEditServing):
         self.pipe = pipe.to(device)
         self._torch = torch
         self._device = device
+
+    def check_model(self) -> Optional[str]:
+        """A local folder must hold a pipeline; a Hub id is only named (checking it would download it)."""
+        if os.path.isdir(os.path.expanduser(self.model)) or looks_like_path(self.model):
+            resolve_model_folder(self.model)
+            return None
+        return f"{self.model} will be fetched from the Hugging Face Hub (or its local cache) when the run starts"
 
     @property
     def multiple_of(self) -> int:
@@ -228,8 +237,3 @@ class FluxKontextServing(ImageEditServing):
         self._embeddings.clear()
         self.release_memory()
 
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")

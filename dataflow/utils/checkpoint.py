@@ -13,6 +13,7 @@ import os
 from typing import Any, Optional
 
 from dataflow.core.errors import InputError
+from dataflow.core.validation import check_positive_int
 from dataflow.io.atomic import fsync_dir
 from dataflow.logger import get_logger
 
@@ -34,8 +35,7 @@ class Checkpoint:
     """
 
     def __init__(self, path: str, fingerprint: dict, interval: int = 10):
-        if not isinstance(interval, int) or interval <= 0:
-            raise InputError(f"save_interval must be a positive integer, got {interval!r}")
+        check_positive_int(save_interval=interval)
         self.path = path
         self.fingerprint = _normalise(fingerprint)
         self.interval = interval

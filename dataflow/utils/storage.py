@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
@@ -50,6 +50,7 @@ class FileStorage:
         self.cache_type = cache_type
         self.skip_malformed_lines = skip_malformed_lines
         self.operator_step = -1
+        self.source_lines: Optional[list[int]] = None  # line number of each row of the last JSONL read
 
     # -- steps -------------------------------------------------------------------------------------------
     def step(self) -> "FileStorage":
@@ -89,7 +90,11 @@ class FileStorage:
             raise InputError(f"output_type must be 'dataframe' or 'dict', got {output_type!r}")
         path = self.read_path
         fmt = self.cache_type if self.operator_step > 0 else _format_of(path)
-        records = read_records(path, fmt, skip_malformed_lines=self.skip_malformed_lines)
+        if fmt == "jsonl" and os.path.isfile(path):
+            numbered = _read_jsonl(path, self.skip_malformed_lines)
+            self.source_lines, records = [n for n, _ in numbered], [r for _, r in numbered]
+        else:
+            self.source_lines, records = None, read_records(path, fmt, self.skip_malformed_lines)
         if output_type == "dict":
             return records
         import pandas as pd
@@ -110,7 +115,7 @@ def read_records(path: str, fmt: str, skip_malformed_lines: bool = False) -> lis
     if not os.path.isfile(path):
         raise InputError(f"input file not found: {path}")
     if fmt == "jsonl":
-        return _read_jsonl(path, skip_malformed_lines)
+        return [record for _, record in _read_jsonl(path, skip_malformed_lines)]
     if fmt == "json":
         with open(path, encoding="utf-8") as handle:
             try:
@@ -166,7 +171,8 @@ def dumps_row(record: Mapping[str, Any]) -> str:
     return json.dumps(_jsonable(record), ensure_ascii=False)
 
 
-def _read_jsonl(path: str, skip_malformed_lines: bool) -> list[dict]:
+def _read_jsonl(path: str, skip_malformed_lines: bool) -> list[tuple[int, dict]]:
+    """(line number, row) pairs; blank lines are not rows."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -178,7 +184,7 @@ def _read_jsonl(path: str, skip_malformed_lines: bool) -> list[dict]:
             except json.JSONDecodeError as exc:
                 problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
             if problem is None:
-                records.append(record)
+                records.append((number, record))
             elif skip_malformed_lines:
                 logger.warning("%s line %d skipped: %s", path, number, problem)
             else:

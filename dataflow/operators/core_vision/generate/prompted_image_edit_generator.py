@@ -8,6 +8,7 @@ from typing import Optional
 from dataflow.core.errors import InputError
 from dataflow.core.operator import OperatorABC
 from dataflow.core.serving import ImageEditServing
+from dataflow.core.validation import check_positive_int
 from dataflow.engines.job import EditJob
 from dataflow.engines.local import run_local
 from dataflow.engines.summary import RunSummary
@@ -33,8 +34,7 @@ class PromptedImageEditGenerator(OperatorABC):
             raise InputError(
                 f"image_edit_serving must be an editing serving, got {type(image_edit_serving).__name__}"
             )
-        if not isinstance(save_interval, int) or save_interval <= 0:
-            raise InputError(f"save_interval must be a positive integer, got {save_interval!r}")
+        check_positive_int(save_interval=save_interval)
         self.serving = image_edit_serving
         self.save_interval = save_interval
 
