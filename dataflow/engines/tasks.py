@@ -17,6 +17,7 @@ class RowTask:
     image_path: str
     instruction: str
     bucket: Hashable = None
+    suffix: str = ""  # tells apart output files when another row's files already hold the default names
 
 
 def unique_row_keys(rows: Sequence[Mapping], image_key: str, conversation_key: str) -> list[str]:

@@ -11,6 +11,7 @@ What this adds on top of the plain pipeline:
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections import OrderedDict
@@ -29,6 +30,16 @@ logger = get_logger()
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
 _EMBEDDING_CACHE_SIZE = 64
+
+
+def vae_scale_factor(folder: str) -> int:
+    """2 ** (number of VAE blocks - 1), as diffusers computes it, from ``vae/config.json``."""
+    path = os.path.join(folder, "vae", "config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return 2 ** (len(json.load(handle)["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"cannot read the VAE's block_out_channels from {path}: {exc}") from None
 
 
 def import_diffusers():
@@ -97,7 +108,16 @@ class FluxKontextServing(ImageEditServing):
         self.torch_dtype = torch_dtype
         self.max_sequence_length = max_sequence_length
         self.pipe = None
+        self._folder: Optional[str] = None
+        self._multiple_of: Optional[int] = None
         self._embeddings: OrderedDict[str, tuple] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        """Pickle the configuration only: a worker process or Ray actor loads its own copy of the model."""
+        state = dict(self.__dict__)
+        state.update(pipe=None, _folder=None, _embeddings=OrderedDict())
+        state.pop("_torch", None)
+        return state
 
     # -- loading -----------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -105,7 +125,7 @@ class FluxKontextServing(ImageEditServing):
         if self.pipe is not None:
             return
         torch, diffusers = import_diffusers()
-        folder = resolve_model_folder(self.model, self.cache_dir, self.local_dir)
+        folder = self.model_folder()
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = self.torch_dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         if isinstance(dtype, str):
@@ -132,11 +152,21 @@ class FluxKontextServing(ImageEditServing):
             return None
         return f"{self.model} will be fetched from the Hugging Face Hub (or its local cache) when the run starts"
 
+    def model_folder(self) -> str:
+        """The local pipeline folder, downloading it on first use if ``model`` is a Hub id."""
+        if self._folder is None:
+            self._folder = resolve_model_folder(self.model, self.cache_dir, self.local_dir)
+        return self._folder
+
     @property
     def multiple_of(self) -> int:
-        """Output and reference sides must be multiples of this (VAE downsampling times the 2x2 patching)."""
-        self.load()
-        return self.pipe.vae_scale_factor * 2
+        """Output and reference sides must be multiples of this (VAE downsampling times the 2x2 patching).
+
+        Read from the VAE's config, so that a driver can plan buckets without loading the model.
+        """
+        if self._multiple_of is None:
+            self._multiple_of = 2 * vae_scale_factor(self.model_folder())
+        return self._multiple_of
 
     def bucket_key(self, width: int, height: int) -> tuple:
         """(reference width, reference height, output width, output height) for an input of this size."""
@@ -162,6 +192,7 @@ class FluxKontextServing(ImageEditServing):
     # -- generation --------------------------------------------------------------------------------------
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         """Edit rows that share one bucket; rows of several buckets are split into one call per bucket."""
+        self.load()
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(self.bucket_key(*request.image.size), []).append(i)

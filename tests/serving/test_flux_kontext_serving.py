@@ -104,3 +104,15 @@ def test_an_unreachable_hub_id_says_to_pass_a_local_folder(tmp_path):
     with pytest.raises(ModelLoadError, match="pass the local folder") as info:
         make_serving("black-forest-labs/FLUX.1-Kontext-dev", cache_dir=str(tmp_path)).load()
     assert "FLUX.1-Kontext-dev" in str(info.value)
+
+
+def test_buckets_are_planned_without_loading_the_model_and_the_serving_pickles(tiny_model_dir):
+    import pickle
+
+    serving = make_serving(tiny_model_dir)
+    assert serving.bucket_key(200, 100) == (92, 44, 90, 46) and serving.pipe is None
+    serving.load()
+    copy = pickle.loads(pickle.dumps(serving))
+    assert copy.pipe is None and copy.bucket_key(200, 100) == serving.bucket_key(200, 100)
+    (result,) = copy.edit(requests_for({"a": (64, 64)}))
+    assert result.images[0].size == (64, 64)

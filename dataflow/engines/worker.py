@@ -1,0 +1,73 @@
+"""The part of a run that needs the model: decode a batch, edit it, save the images.
+
+A ``BatchWorker`` lives wherever the model is: in the driver's process, in one process per GPU, or in a Ray
+actor. It returns one record per row and never writes the checkpoint; the driver does.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from dataflow.core.errors import RowError, is_out_of_memory
+from dataflow.core.request import EditRequest, EditResult
+from dataflow.core.serving import ImageEditServing
+from dataflow.engines.tasks import RowTask
+from dataflow.io.image_io import ImageIO
+from dataflow.logger import get_logger
+
+logger = get_logger()
+
+OOM_MESSAGE = "out of accelerator memory even for a single row; lower the output size or use a larger GPU"
+
+
+def make_record(index: int, key: str, output: Sequence[str] = (), error: Optional[str] = None) -> dict:
+    """A finished row as the checkpoint stores it."""
+    return {"key": key, "index": index, "output": list(output), "error": error}
+
+
+class BatchWorker:
+    """Edits batches of planned rows with one serving and saves the results with one ``ImageIO``."""
+
+    def __init__(self, serving: ImageEditServing, image_io: ImageIO):
+        self.serving = serving
+        self.image_io = image_io
+
+    def run(self, batch: Sequence[RowTask]) -> list[dict]:
+        """Decode, edit and save one batch; every task comes back as a record, failed or not."""
+        records, requests, live = [], [], []
+        for task in batch:
+            try:
+                image = self.image_io.read(task.image_path)
+            except RowError as exc:
+                records.append(make_record(task.index, task.key, error=str(exc)))
+                continue
+            requests.append(EditRequest(task.key, image, task.instruction, self.serving.num_images_per_request))
+            live.append(task)
+        for task, result in zip(live, edit_splitting_on_oom(self.serving, requests)):
+            if result.error:
+                records.append(make_record(task.index, task.key, error=result.error))
+            else:
+                paths = self.image_io.write(task.index, result.images, task.suffix)
+                records.append(make_record(task.index, task.key, output=paths))
+        return records
+
+
+def edit_splitting_on_oom(serving: ImageEditServing, requests: list[EditRequest]) -> list[EditResult]:
+    """``serving.edit``, halving the batch on out-of-memory down to single rows, which then fail alone."""
+    if not requests:
+        return []
+    try:
+        results = serving.edit(requests)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        serving.release_memory()
+        if len(requests) == 1:
+            logger.warning("row %s: %s", requests[0].key, OOM_MESSAGE)
+            return [EditResult(error=OOM_MESSAGE)]
+        logger.warning("out of memory on a batch of %d rows; retrying in halves", len(requests))
+        middle = len(requests) // 2
+        return edit_splitting_on_oom(serving, requests[:middle]) + edit_splitting_on_oom(serving, requests[middle:])
+    if len(results) != len(requests):
+        raise RuntimeError(f"{type(serving).__name__}.edit returned {len(results)} results for {len(requests)} rows")
+    return results
