@@ -7,7 +7,7 @@ unsupported, and one unsupported clause makes the whole instruction a ``RowError
 image that silently skips part of what was asked.
 
 Clauses are separated by commas, semicolons, sentence ends, "and", "then", "and then", "also", "next",
-"finally" ... and applied in order. ``docs/classic_grammar.md`` lists the phrases.
+"finally" ... and applied in order. The README's grammar table lists the phrases.
 """
 
 from __future__ import annotations

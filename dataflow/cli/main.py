@@ -1,0 +1,151 @@
+"""``dataflow-edit``: edit every image of a JSONL file by its instruction, from the command line.
+
+    dataflow-edit run INPUT.jsonl [--backend flux-kontext|classic] [--model PATH_OR_ID] [--out DIR] ...
+    dataflow-edit gallery OUTPUT.jsonl
+
+Progress goes to stderr (a tqdm bar and a summary); the last line on stdout is the output JSONL's path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
+from dataflow.core.errors import InputError
+from dataflow.core.serving import ImageEditServing
+from dataflow.io import ImageIO
+from dataflow.io.atomic import atomic_open
+from dataflow.logger import get_logger
+from dataflow.operators.core_vision import PromptedImageEditGenerator
+from dataflow.utils.storage import FileStorage
+
+BACKENDS = ("flux-kontext", "classic")
+OUTPUT_PREFIX = "edited"
+MANIFEST = "run.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dataflow-edit", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="edit the images of an input file")
+    add = run.add_argument
+    add("input", help="input .jsonl (or .json, .csv, .parquet)")
+    add("--backend", choices=BACKENDS, default="flux-kontext",
+        help="flux-kontext: FLUX.1 Kontext via diffusers (GPU); classic: exact global edits with Pillow (CPU)")
+    add("--model", default="black-forest-labs/FLUX.1-Kontext-dev", help="local diffusers folder or Hub id")
+    add("--out", default="dataflow-edit-output", help="output folder (images, output JSONL, gallery)")
+    add("--steps", type=int, default=28, help="denoising steps")
+    add("--guidance", type=float, default=3.5, help="FLUX guidance scale")
+    add("--batch-size", type=int, default=4, help="rows per batch")
+    add("--height", type=int, default=1024, help="height x width is the output area; the shape follows the input")
+    add("--width", type=int, default=1024)
+    add("--seed", type=int, default=0)
+    add("--images-per-prompt", type=int, default=1, help="edited images per row")
+    add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add("--image-key", default="images")
+    add("--conversation-key", default="conversations")
+    add("--output-key", default="output_image")
+    add("--save-interval", type=int, default=10, help="rows per durable checkpoint")
+    add("--skip-malformed-lines", action="store_true", help="skip invalid JSONL lines with a warning")
+    add("--dry-run", action="store_true", help="check the input and the model without generating anything")
+    add("--no-gallery", action="store_true", help="do not write gallery.html")
+    add("--debug", action="store_true", help="show tracebacks")
+
+    gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
+    gallery.add_argument("output", help="the output JSONL of a run")
+    gallery.add_argument("--debug", action="store_true")
+    return parser
+
+
+def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServing:
+    """The backend the flags ask for, built with the clean core's names."""
+    if args.backend == "classic":
+        from dataflow.serving.classic_edit_serving import ClassicEditServing
+
+        return ClassicEditServing(image_io=image_io, batch_size=args.batch_size)
+    from dataflow.serving.flux_kontext_serving import FluxKontextServing
+
+    serving = FluxKontextServing(
+        args.model, batch_size=args.batch_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        num_images_per_prompt=args.images_per_prompt, height=args.height, width=args.width, seed=args.seed,
+        device=args.device,
+    )
+    serving.image_io = image_io
+    return serving
+
+
+def command_run(args: argparse.Namespace) -> int:
+    storage = FileStorage(args.input, cache_path=args.out, file_name_prefix=OUTPUT_PREFIX,
+                          skip_malformed_lines=args.skip_malformed_lines)
+    serving = build_serving(args, ImageIO(save_path=args.out))
+    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval)
+    keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
+                output_image_key=args.output_key)
+    if args.dry_run:
+        return dry_run(storage, serving, generator, keys)
+    write_manifest(args)
+    summary = generator.run(storage.step(), **keys)
+    print(f"done: {summary.generated} edited, {summary.reused} skipped (done earlier), {summary.failed} failed, "
+          f"{summary.seconds:.1f} s", file=sys.stderr)
+    if not args.no_gallery:
+        from dataflow.reports.gallery import build_gallery_from_manifest
+
+        print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
+    print(summary.output_path)
+    return summary.exit_code
+
+
+def dry_run(storage: FileStorage, serving: ImageEditServing, generator: PromptedImageEditGenerator,
+            keys: dict) -> int:
+    """Report every problem by line and the model's readiness; generate nothing."""
+    from dataflow.engines.validate import validate_job
+
+    note = serving.check_model()
+    job = generator.build_job(storage.step(), **keys)
+    problems = validate_job(job, storage.source_lines)
+    for problem in problems:
+        print(f"{problem.where(storage.first_entry_file_name)}: {problem.message}")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"dry run: {len(job.rows)} rows, {len(job.rows) - len(problems)} ready, {len(problems)} with problems",
+          file=sys.stderr)
+    return EXIT_OK if not problems else EXIT_ROWS_FAILED
+
+
+def write_manifest(args: argparse.Namespace) -> None:
+    """Where the run's inputs live, so the gallery can be rebuilt later from the output folder alone."""
+    manifest = {
+        "input": os.path.abspath(args.input),
+        "cwd": os.getcwd(),
+        "backend": args.backend,
+        "image_key": args.image_key,
+        "conversation_key": args.conversation_key,
+        "output_key": args.output_key,
+    }
+    with atomic_open(os.path.join(args.out, MANIFEST)) as handle:
+        json.dump(manifest, handle, indent=2)
+
+
+def command_gallery(args: argparse.Namespace) -> int:
+    from dataflow.reports.gallery import build_gallery_from_manifest
+
+    if not os.path.isfile(args.output):
+        raise InputError(f"output file not found: {args.output}")
+    print(build_gallery_from_manifest(args.output))
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    get_logger()
+    command = command_run if args.command == "run" else command_gallery
+    return run_main(lambda: command(args), debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

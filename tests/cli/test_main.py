@@ -1,0 +1,115 @@
+"""The dataflow-edit command line, run as a user runs it."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import edit_row, read_jsonl, write_image, write_jsonl
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", "dataflow.cli.main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def mixed_input(tmp_path):
+    write_image(tmp_path / "a.png", 40, 20, seed=1)
+    write_image(tmp_path / "b.jpg", 20, 40, seed=2)
+    rows = [
+        edit_row("a.png", "Convert it to black and white.", id="gray"),
+        edit_row("b.jpg", "Rotate the image 90 degrees clockwise.", id="rot"),
+        edit_row("a.png", "Change the vase to red.", id="vase"),
+        edit_row("missing.png", "Blur it.", id="missing"),
+    ]
+    return write_jsonl(tmp_path / "in.jsonl", rows)
+
+
+def test_classic_run_edits_supported_rows_and_explains_the_others(tmp_path, mixed_input):
+    result = cli("run", mixed_input, "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # some rows failed, everything else written
+    assert "Traceback" not in result.stderr
+    output = result.stdout.strip().splitlines()[-1]
+    assert output == os.path.join("out", "edited_step1.jsonl")
+    rows = {r["id"]: r for r in read_jsonl(tmp_path / output)}
+    gray = np.asarray(Image.open(tmp_path / rows["gray"]["output_image"][0]))
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    rotated = np.asarray(Image.open(tmp_path / rows["rot"]["output_image"][0]))
+    expected = np.asarray(Image.open(tmp_path / "b.jpg").convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    assert np.array_equal(rotated, expected)
+    assert rows["vase"]["output_image"] == [] and "generative backend" in rows["vase"]["output_image_error"]
+    assert "not found" in rows["missing"]["output_image_error"]
+    assert "2 edited, 0 skipped (done earlier), 2 failed" in result.stderr
+
+
+def test_a_rerun_skips_done_rows(tmp_path, mixed_input):
+    cli("run", mixed_input, "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
+    result = cli("run", mixed_input, "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
+    assert "0 edited, 2 skipped (done earlier), 2 failed" in result.stderr
+
+
+def test_dry_run_reports_problems_by_line_and_generates_nothing(tmp_path, mixed_input):
+    result = cli("run", mixed_input, "--backend", "classic", "--out", "out", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{mixed_input}:3: ") and "generative backend" in lines[0]
+    assert lines[1].startswith(f"{mixed_input}:4: ") and "not found" in lines[1]
+    assert "4 rows, 2 ready, 2 with problems" in result.stderr
+    assert not os.path.exists(tmp_path / "out" / "edited_step1.jsonl")
+
+
+def test_dry_run_checks_a_local_model_folder(tmp_path, mixed_input):
+    result = cli("run", mixed_input, "--model", str(tmp_path / "no-model"), "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2 and "model folder not found" in result.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "nope.jsonl", "--backend", "classic"], "input file not found: nope.jsonl"),
+    (["run", "bad.jsonl", "--backend", "classic"], "bad.jsonl line 2: invalid JSON"),
+    (["run", "in.jsonl", "--backend", "classic", "--batch-size", "0"], "batch_size must be a positive integer"),
+])
+def test_failures_are_one_short_message_and_exit_2(tmp_path, mixed_input, args, fragment):
+    write_jsonl(tmp_path / "bad.jsonl", [edit_row("a.png", "Blur it."), "{oops"])
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_lines_can_be_skipped(tmp_path, mixed_input):
+    write_jsonl(tmp_path / "bad.jsonl", [edit_row("a.png", "Blur it."), "{oops"])
+    result = cli("run", "bad.jsonl", "--backend", "classic", "--skip-malformed-lines", "--no-gallery", cwd=tmp_path)
+    assert result.returncode == 0 and "line 2 skipped" in result.stderr
+
+
+def test_flux_kontext_backend_keeps_aspect_ratios(tmp_path, mixed_images, tiny_model_dir):
+    rows = [edit_row(os.path.basename(p), "Make it red.") for p in mixed_images.values()]
+    jsonl = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = cli("run", jsonl, "--model", tiny_model_dir, "--steps", "2", "--height", "64", "--width", "64",
+                 "--batch-size", "2", "--images-per-prompt", "2", "--out", "out", "--no-gallery", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = read_jsonl(tmp_path / result.stdout.strip().splitlines()[-1])
+    for row, (w, h) in zip(out, [(200, 100), (120, 120), (90, 180)]):
+        assert len(row["output_image"]) == 2
+        out_w, out_h = Image.open(tmp_path / row["output_image"][0]).size
+        assert out_w / out_h == pytest.approx(w / h, rel=0.05)
+
+
+def test_a_run_writes_its_gallery_and_the_gallery_command_rebuilds_it(tmp_path, mixed_input):
+    result = cli("run", mixed_input, "--backend", "classic", "--out", "out", cwd=tmp_path)
+    page = tmp_path / "out" / "gallery.html"
+    assert result.returncode == 1 and page.is_file()
+    html = page.read_text()
+    assert "Rotate the image 90 degrees clockwise." in html and "generative backend" in html
+    page.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rebuilt = cli("gallery", str(tmp_path / "out" / "edited_step1.jsonl"), cwd=elsewhere)
+    assert rebuilt.returncode == 0 and rebuilt.stdout.strip().splitlines()[-1] == str(page)
+    assert page.is_file()
