@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
+from dataflow.engines.select import ENGINES, select_engine
 from dataflow.io import ImageIO
 from dataflow.io.atomic import atomic_open
 from dataflow.logger import get_logger
@@ -46,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--width", type=int, default=1024)
     add("--seed", type=int, default=0)
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
-    add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add("--engine", choices=ENGINES, default="local",
+        help="local: this machine (one process per GPU when several are visible); ray: a Ray cluster")
+    add("--devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu; default: the visible GPUs")
+    add("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    add("--workers", type=int, default=None, help="Ray actors (default: one per GPU in the cluster)")
     add("--image-key", default="images")
     add("--conversation-key", default="conversations")
     add("--output-key", default="output_image")
@@ -73,7 +78,6 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
     serving = FluxKontextServing(
         args.model, batch_size=args.batch_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
         num_images_per_prompt=args.images_per_prompt, height=args.height, width=args.width, seed=args.seed,
-        device=args.device,
     )
     serving.image_io = image_io
     return serving
@@ -83,7 +87,9 @@ def command_run(args: argparse.Namespace) -> int:
     storage = FileStorage(args.input, cache_path=args.out, file_name_prefix=OUTPUT_PREFIX,
                           skip_malformed_lines=args.skip_malformed_lines)
     serving = build_serving(args, ImageIO(save_path=args.out))
-    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval)
+    engine = select_engine(args.engine, serving, args.devices, args.ray_address, args.workers,
+                           uses_gpu=args.backend != "classic")
+    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine)
     keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
                 output_image_key=args.output_key)
     if args.dry_run:

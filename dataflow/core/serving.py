@@ -43,6 +43,9 @@ class ImageEditServing(ABC):
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         """Edit a batch of requests and return one result per request, in order."""
 
+    def use_device(self, device: str) -> None:
+        """Run on ``device`` ("cuda", "cpu"); engines call this in each worker. The default ignores it."""
+
     def release_memory(self) -> None:
         """Free cached accelerator memory after an out-of-memory error. The default does nothing."""
 

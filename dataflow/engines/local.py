@@ -10,15 +10,17 @@ from dataflow.engines.summary import RunSummary
 from dataflow.engines.worker import BatchWorker
 
 
-def run_local(job: EditJob, show_progress: Optional[bool] = None) -> tuple[list[dict], RunSummary]:
-    """Edit ``job`` in this process; see ``drive`` for the guarantees."""
-    worker = BatchWorker(job.serving, job.image_io)
+class LocalEngine:
+    """Edit a job in this process, batch after batch; see ``drive`` for the guarantees."""
 
-    def execute(batches, on_record, should_stop) -> None:
-        for batch in batches:
-            if should_stop():
-                return
-            for record in worker.run(batch):
-                on_record(record)
+    def run(self, job: EditJob, show_progress: Optional[bool] = None) -> tuple[list[dict], RunSummary]:
+        worker = BatchWorker(job.serving, job.image_io)
 
-    return drive(job, execute, show_progress)
+        def execute(batches, on_record, should_stop) -> None:
+            for batch in batches:
+                if should_stop():
+                    return
+                for record in worker.run(batch):
+                    on_record(record)
+
+        return drive(job, execute, show_progress)

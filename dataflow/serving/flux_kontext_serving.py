@@ -257,6 +257,11 @@ class FluxKontextServing(ImageEditServing):
         pairs = [found[p] for p in prompts]
         return torch.cat([e for e, _ in pairs]), torch.cat([p for _, p in pairs])
 
+    def use_device(self, device: str) -> None:
+        if self.pipe is not None:
+            raise RuntimeError("use_device() must be called before the model is loaded")
+        self.device = device
+
     def release_memory(self) -> None:
         import torch
 

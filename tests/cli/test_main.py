@@ -113,3 +113,27 @@ def test_a_run_writes_its_gallery_and_the_gallery_command_rebuilds_it(tmp_path, 
     rebuilt = cli("gallery", str(tmp_path / "out" / "edited_step1.jsonl"), cwd=elsewhere)
     assert rebuilt.returncode == 0 and rebuilt.stdout.strip().splitlines()[-1] == str(page)
     assert page.is_file()
+
+
+def eight_mixed_rows(tmp_path):
+    sizes = [(200, 100), (120, 120), (90, 180), (160, 90)]
+    rows = [edit_row(os.path.basename(write_image(tmp_path / f"m{i}.png", *sizes[i % 4], seed=i)), f"edit {i}")
+            for i in range(8)]
+    return write_jsonl(tmp_path / "mixed.jsonl", rows), [sizes[i % 4] for i in range(8)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_args", [["--devices", "cpu,cpu"]], ids=["two-cpu-workers"])
+def test_a_scaled_out_run_completes_mixed_rows_and_a_rerun_redoes_nothing(tmp_path, tiny_model_dir, engine_args):
+    jsonl, sizes = eight_mixed_rows(tmp_path)
+    args = ["run", jsonl, "--backend", "flux-kontext", "--model", tiny_model_dir, "--steps", "2", "--height", "64",
+            "--width", "64", "--batch-size", "2", "--out", "out", *engine_args]
+    first = cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    output = first.stdout.strip().splitlines()[-1]
+    assert output == os.path.join("out", "edited_step1.jsonl")
+    for row, (w, h) in zip(read_jsonl(tmp_path / output), sizes):
+        out_w, out_h = Image.open(tmp_path / row["output_image"][0]).size
+        assert out_w / out_h == pytest.approx(w / h, rel=0.05)
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "0 edited, 8 skipped (done earlier), 0 failed" in again.stderr

@@ -27,3 +27,27 @@ class InvertServing(ImageEditServing):
             self.on_batch(requests)
         self.calls.append([r.key for r in requests])
         return [EditResult(images=[ImageOps.invert(r.image)] * r.num_images) for r in requests]
+
+
+class DyingServing(InvertServing):
+    """Kills its process: once, on the first batch after ``die_once_flag`` is claimed, and on every batch that
+    holds the instruction ``poison``. Used to test that worker deaths lose no rows."""
+
+    def __init__(self, die_once_flag=None, poison=None, **kwargs):
+        super().__init__(**kwargs)
+        self.die_once_flag = die_once_flag
+        self.poison = poison
+
+    def edit(self, requests):
+        import os
+
+        if any(r.instruction == self.poison for r in requests):
+            os._exit(3)
+        if self.die_once_flag:
+            try:
+                os.close(os.open(self.die_once_flag, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(3)
+        return super().edit(requests)

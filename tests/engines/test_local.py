@@ -9,7 +9,7 @@ from PIL import Image
 
 from dataflow.core.errors import InputError
 from dataflow.engines.job import EditJob
-from dataflow.engines.local import run_local
+from dataflow.engines.local import LocalEngine
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.utils.checkpoint import progress_path
@@ -177,5 +177,5 @@ def test_rows_not_reached_are_marked_in_the_output(tmp_path):
     job = EditJob(rows=[edit_row("a.png", "x")], serving=InvertServing(), image_io=ImageIO(str(tmp_path / "o")),
                   base_dir=str(tmp_path), progress_file=str(tmp_path / "p.jsonl"))
     assert "not processed" in job.output_rows({})[0]["output_image_error"]
-    rows, summary = run_local(job, show_progress=False)
+    rows, summary = LocalEngine().run(job, show_progress=False)
     assert rows[0]["output_image"] and summary.exit_code == 0

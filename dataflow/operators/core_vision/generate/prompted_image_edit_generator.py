@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.core.operator import OperatorABC
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
 from dataflow.engines.job import EditJob
-from dataflow.engines.local import run_local
+from dataflow.engines.local import LocalEngine
 from dataflow.engines.summary import RunSummary
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
@@ -27,9 +27,11 @@ class PromptedImageEditGenerator(OperatorABC):
         image_edit_serving: the editing backend (``LocalImageGenServing``, ``ClassicEditServing``, ...). Its
             ``image_io`` decides where images are saved; without one they go to ``{cache_path}/images``.
         save_interval: finished rows per durable checkpoint; a crash loses at most this many rows plus one batch.
+        engine: where the edits run: ``LocalEngine()`` (default, this process), ``MultiProcessEngine(devices)``
+            (one process per GPU) or ``RayEngine(address=...)`` (a Ray cluster), all from ``dataflow.engines``.
     """
 
-    def __init__(self, image_edit_serving: ImageEditServing, save_interval: int = 10):
+    def __init__(self, image_edit_serving: ImageEditServing, save_interval: int = 10, engine: Any = None):
         if not isinstance(image_edit_serving, ImageEditServing):
             raise InputError(
                 f"image_edit_serving must be an editing serving, got {type(image_edit_serving).__name__}"
@@ -37,6 +39,7 @@ class PromptedImageEditGenerator(OperatorABC):
         check_positive_int(save_interval=save_interval)
         self.serving = image_edit_serving
         self.save_interval = save_interval
+        self.engine = engine or LocalEngine()
 
     @staticmethod
     def get_desc(lang: str = "en") -> str:
@@ -80,7 +83,7 @@ class PromptedImageEditGenerator(OperatorABC):
         finished so far is checkpointed; rerunning resumes.
         """
         job = self.build_job(storage, input_image_key, input_conversation_key, output_image_key)
-        rows, summary = run_local(job, show_progress=show_progress)
+        rows, summary = self.engine.run(job, show_progress=show_progress)
         summary.output_path = storage.write(rows)
         logger.info("%s", summary.describe())
         return summary

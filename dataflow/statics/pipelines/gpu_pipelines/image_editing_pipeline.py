@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
 from dataflow.cli.exits import run_main
+from dataflow.engines.select import ENGINES, select_engine
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing
@@ -53,7 +54,9 @@ class ImageEditingPipeline:
             seed=args.seed,
             device=args.device,
         )
-        self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval)
+        engine = select_engine(args.engine, self.serving, args.devices, args.ray_address, args.workers)
+        self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval,
+                                                    engine=engine)
         self.keys = dict(input_image_key=args.input_image_key, input_conversation_key=args.input_conversation_key,
                          output_image_key=args.output_image_key)
 
@@ -84,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     add("--save_interval", type=int, default=10, help="rows per durable checkpoint")
+    add("--engine", default="local", choices=ENGINES, help="local (one process per visible GPU) or ray")
+    add("--devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu")
+    add("--ray_address", default=None, help="Ray cluster address (default: start a local Ray)")
+    add("--workers", type=int, default=None, help="Ray actors (default: one per GPU)")
     add("--input_image_key", default="images")
     add("--input_conversation_key", default="conversations")
     add("--output_image_key", default="output_image")
