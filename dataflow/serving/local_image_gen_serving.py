@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from dataflow.core.errors import InputError
+from dataflow.serving.acceleration import Acceleration
 from dataflow.serving.flux_kontext_serving import DEFAULT_MODEL, FluxKontextServing
 
 SUPPORTED_TASKS = ("imageedit",)
@@ -30,6 +31,7 @@ class LocalImageGenServing(FluxKontextServing):
         diffuser_num_inference_steps, diffuser_guidance_scale, diffuser_num_images_per_prompt: as in diffusers.
         seed: base seed for reproducible rows.
         device, torch_dtype: override the defaults (CUDA with bfloat16 when available, else CPU with float32).
+        acceleration: speed and memory options (``dataflow.serving.acceleration.Acceleration``).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class LocalImageGenServing(FluxKontextServing):
         seed: int = 0,
         device: Optional[str] = None,
         torch_dtype: Any = None,
+        acceleration: Optional[Acceleration] = None,
     ):
         if Image_gen_task not in SUPPORTED_TASKS:
             raise InputError(
@@ -77,5 +80,6 @@ class LocalImageGenServing(FluxKontextServing):
             seed=seed,
             device=device,
             torch_dtype=torch_dtype,
+            acceleration=acceleration,
         )
         self.image_io = image_io
