@@ -9,11 +9,7 @@ from dataflow.core.request import EditRequest
 from dataflow.core.serving import ImageEditServing
 from dataflow.serving.classic.grammar import GRAMMAR_VERSION
 from dataflow.serving.classic_edit_serving import ClassicEditServing
-
-
-def noise(width=24, height=16, low=0, high=256, seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(low, high, (height, width, 3), dtype=np.uint8))
+from tests.serving.classic.measures import high_frequency, luminance, mean_saturation, noise, pixels, red_blue_ratio
 
 
 def edit(instruction: str, image: Image.Image) -> Image.Image:
@@ -28,28 +24,6 @@ def error_of(instruction: str) -> str:
     [result] = ClassicEditServing().edit([EditRequest("row", noise(), instruction)])
     assert not result.ok and result.images == []
     return result.error
-
-
-def channels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.float64)
-
-
-def luminance(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("L"), dtype=np.float64)
-
-
-def mean_saturation(image: Image.Image) -> float:
-    return float(np.asarray(image.convert("HSV"))[..., 1].mean())
-
-
-def high_frequency(image: Image.Image) -> float:
-    lum = luminance(image)
-    return np.abs(np.diff(lum, axis=0)).mean() + np.abs(np.diff(lum, axis=1)).mean()
-
-
-def red_blue_ratio(image: Image.Image) -> float:
-    pixels = channels(image)
-    return pixels[..., 0].mean() / pixels[..., 2].mean()
 
 
 MIDTONES = noise(low=50, high=206)
@@ -72,8 +46,8 @@ def test_brighter_and_darker_move_mean_luminance():
 
 def test_grayscale_gives_equal_channels():
     for instruction in ("make it black and white", "convert to grayscale"):
-        pixels = channels(edit(instruction, noise()))
-        assert np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])
+        values = pixels(edit(instruction, noise()))
+        assert np.array_equal(values[..., 0], values[..., 1]) and np.array_equal(values[..., 1], values[..., 2])
 
 
 def test_rotate_90_clockwise_equals_pillow_rotate_270():
@@ -97,7 +71,7 @@ def test_contrast_up_raises_luminance_spread():
 
 
 def test_sepia_has_red_over_green_over_blue_on_average():
-    means = channels(edit("apply a sepia filter", noise())).mean(axis=(0, 1))
+    means = pixels(edit("apply a sepia filter", noise())).mean(axis=(0, 1))
     assert means[0] >= means[1] >= means[2]
 
 
@@ -135,7 +109,7 @@ def test_warmer_raises_and_cooler_lowers_red_blue_ratio():
 
 def test_posterize_reduces_distinct_values():
     image = noise()
-    assert len(np.unique(channels(edit("posterize", image)))) < len(np.unique(channels(image)))
+    assert len(np.unique(pixels(edit("posterize", image)))) < len(np.unique(pixels(image)))
 
 
 def test_auto_contrast_widens_luminance_range():

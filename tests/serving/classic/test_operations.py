@@ -23,29 +23,7 @@ from dataflow.serving.classic.operations import (
     Warmth,
     apply_operations,
 )
-
-
-def noise(width=24, height=16, low=0, high=256, seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(low, high, (height, width, 3), dtype=np.uint8))
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.float64)
-
-
-def luminance(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("L"), dtype=np.float64)
-
-
-def mean_saturation(image: Image.Image) -> float:
-    return float(np.asarray(image.convert("HSV"))[..., 1].mean())
-
-
-def high_frequency(image: Image.Image) -> float:
-    """Mean absolute difference between neighbouring pixels of the luminance."""
-    lum = luminance(image)
-    return np.abs(np.diff(lum, axis=0)).mean() + np.abs(np.diff(lum, axis=1)).mean()
+from tests.serving.classic.measures import high_frequency, luminance, mean_saturation, noise, pixels
 
 
 def test_enhance_brightness_moves_mean_luminance_both_ways():
@@ -74,7 +52,7 @@ def test_warmth_scales_red_up_and_blue_down_exactly():
     assert Warmth(-0.2).apply(image).getpixel((0, 0)) == (90, 100, 110)
 
 
-def test_grayscale_has_equal_channels():
+def test_grayscale_has_equal_pixels():
     out = pixels(Grayscale().apply(noise()))
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
 
