@@ -6,6 +6,7 @@ actor. It returns one record per row and never writes the checkpoint; the driver
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from dataflow.core.errors import RowError, is_out_of_memory
@@ -25,6 +26,16 @@ def make_record(index: int, key: str, output: Sequence[str] = (), error: Optiona
     return {"key": key, "index": index, "output": list(output), "error": error}
 
 
+@dataclass
+class Decoded:
+    """A batch between its stages: decoded requests, then their results; rows that failed on the way."""
+
+    tasks: list = field(default_factory=list)
+    requests: list = field(default_factory=list)
+    results: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+
 class BatchWorker:
     """Edits batches of planned rows with one serving and saves the results with one ``ImageIO``."""
 
@@ -34,16 +45,32 @@ class BatchWorker:
 
     def run(self, batch: Sequence[RowTask]) -> list[dict]:
         """Decode, edit and save one batch; every task comes back as a record, failed or not."""
-        records, requests, live = [], [], []
+        return self.save(self.edit(self.decode(batch)))
+
+    def decode(self, batch: Sequence[RowTask]) -> Decoded:
+        """Read the batch's images (CPU work that can overlap the previous batch's GPU work)."""
+        decoded = Decoded()
         for task in batch:
             try:
                 image = self.image_io.read(task.image_path)
             except RowError as exc:
-                records.append(make_record(task.index, task.key, error=str(exc)))
+                decoded.failed.append(make_record(task.index, task.key, error=str(exc)))
                 continue
-            requests.append(EditRequest(task.key, image, task.instruction, self.serving.num_images_per_request))
-            live.append(task)
-        for task, result in zip(live, edit_splitting_on_oom(self.serving, requests)):
+            decoded.requests.append(EditRequest(task.key, image, task.instruction,
+                                                self.serving.num_images_per_request))
+            decoded.tasks.append(task)
+        return decoded
+
+    def edit(self, decoded: Decoded) -> Decoded:
+        """Run the serving on the decoded requests (the accelerator's part)."""
+        decoded.results = edit_splitting_on_oom(self.serving, decoded.requests)
+        decoded.requests = []  # the input images are no longer needed
+        return decoded
+
+    def save(self, edited: Decoded) -> list[dict]:
+        """Write the edited images (PNG encoding: CPU work again); return the batch's records."""
+        records = list(edited.failed)
+        for task, result in zip(edited.tasks, edited.results):
             if result.error:
                 records.append(make_record(task.index, task.key, error=result.error))
             else:

@@ -135,7 +135,9 @@ def test_progress_is_on_disk_every_save_interval_rows(tmp_path):
         seen.append(len(lines))
 
     run_operator(tmp_path, rows, InvertServing(batch_size=1, on_batch=count_checkpointed), save_interval=3)
-    assert seen == [0, 0, 0, 3, 3, 3, 6, 6, 6]
+    # Batch i is edited while batch i-1 is still being saved, so i-1 rows are finished when it starts; of those,
+    # every complete group of 3 is on disk.
+    assert seen == [3 * (max(0, i - 1) // 3) for i in range(9)] == [0, 0, 0, 0, 3, 3, 3, 6, 6]
 
 
 def test_a_failure_of_the_backend_keeps_every_finished_row(tmp_path):
@@ -179,3 +181,18 @@ def test_rows_not_reached_are_marked_in_the_output(tmp_path):
     assert "not processed" in job.output_rows({})[0]["output_image_error"]
     rows, summary = LocalEngine().run(job, show_progress=False)
     assert rows[0]["output_image"] and summary.exit_code == 0
+
+
+def test_a_row_is_checkpointed_only_after_its_images_are_on_disk(tmp_path, monkeypatch):
+    from dataflow.utils.checkpoint import Checkpoint
+
+    seen = []
+    original_add = Checkpoint.add
+
+    def checked_add(self, record):
+        seen.append(all(os.path.isfile(p) for p in record["output"]) and bool(record["output"]))
+        original_add(self, record)
+
+    monkeypatch.setattr(Checkpoint, "add", checked_add)
+    summary, _ = run_operator(tmp_path, good_rows(tmp_path, 7), InvertServing(batch_size=2))
+    assert summary.generated == 7 and seen == [True] * 7
