@@ -8,6 +8,10 @@ nothing is downloaded. The text encoders are skipped: every run passes the same 
 ``FluxKontextPipeline`` called as DataFlow-MM calls it; each mode then runs ``FluxKontextServing`` on a freshly
 built pipeline with the same weights seed, input image and latent noise. Prints one JSON line; ``--out`` also
 writes it (with the command) to a file, e.g. ``benchmarks/results/<device>-<date>.json``.
+
+Compare at 1024x1024: there both snap the reference image to the same preferred Kontext resolution. At other sizes
+the serving scales the reference to the output area while plain diffusers keeps it near one megapixel, so the two
+do different work.
 """
 
 from __future__ import annotations
@@ -117,7 +121,9 @@ def run_baseline(pipe, args, embeds, pooled, image, sync):
     """
     pipe.set_progress_bar_config(disable=True)
     keys = [f"row-{i}" for i in range(args.batch_size)]
-    extra = {"_auto_resize": False, "max_area": args.resolution**2} if args.tiny else {}
+    extra = {"max_area": args.resolution**2}  # at 1024 the default; other sizes would be rescaled to 1024² without it
+    if args.tiny:
+        extra["_auto_resize"] = False
 
     def call():
         generators = [torch.Generator("cpu").manual_seed(image_seed(args.seed, key, 0)) for key in keys]
@@ -159,6 +165,8 @@ def main(argv: Optional[list] = None) -> dict:
     args = parser.parse_args(argv)
 
     cuda = torch.cuda.is_available() and not args.tiny
+    if not cuda and not args.tiny:
+        parser.error("the real-shape benchmark needs a CUDA GPU (12 B parameters); use --tiny on CPU")
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     args.steps = args.steps or (2 if args.tiny else 28)
     args.resolution = args.resolution or (64 if args.tiny else 1024)
