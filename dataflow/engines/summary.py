@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 
@@ -31,6 +31,3 @@ class RunSummary:
             f"{self.total} rows: {self.generated} generated, {self.reused} reused from an earlier run, "
             f"{self.failed} failed, in {self.seconds:.1f} s"
         )
-
-    def as_dict(self) -> dict:
-        return asdict(self)

@@ -21,11 +21,12 @@ from typing import Any, Mapping, Optional
 from urllib.parse import quote
 
 from dataflow.core.errors import InputError, RowError
+from dataflow.core.validation import check_positive_int
 from dataflow.core.rows import image_path, instruction
 from dataflow.io.atomic import atomic_open, atomic_write_bytes
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
-from dataflow.utils.storage import FORMATS, read_records
+from dataflow.utils.storage import read_records
 
 GALLERY_NAME = "gallery.html"
 FILES_DIR = "gallery_files"
@@ -91,7 +92,7 @@ def build_gallery(
     _check_options(limit, thumb_size)
     output_file = os.path.abspath(output_file)
     gallery_dir = os.path.dirname(output_file)
-    rows = read_records(output_file, _format_of(output_file), skip_malformed_lines=True)
+    rows = read_records(output_file, skip_malformed_lines=True)
     builder = _GalleryBuilder(
         gallery_dir=gallery_dir,
         input_dir=os.path.abspath(input_dir) if input_dir else gallery_dir,
@@ -279,15 +280,7 @@ def _text(value: Any) -> Optional[str]:
 def _check_options(limit: Optional[int], thumb_size: int) -> None:
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise InputError(f"limit must be None or a non-negative integer, got {limit!r}")
-    if not isinstance(thumb_size, int) or thumb_size < 1:
-        raise InputError(f"thumb_size must be a positive integer, got {thumb_size!r}")
-
-
-def _format_of(path: str) -> str:
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    if ext not in FORMATS:
-        raise InputError(f"{path}: cannot build a gallery of a {ext!r} file; use one of {', '.join(FORMATS)}")
-    return ext
+    check_positive_int(thumb_size=thumb_size)
 
 
 def _read_manifest(path: str) -> dict:

@@ -88,13 +88,8 @@ class FileStorage:
         """The rows of the current step, as a DataFrame or a list of dicts."""
         if output_type not in ("dataframe", "dict"):
             raise InputError(f"output_type must be 'dataframe' or 'dict', got {output_type!r}")
-        path = self.read_path
-        fmt = self.cache_type if self.operator_step > 0 else _format_of(path)
-        if fmt == "jsonl" and os.path.isfile(path):
-            numbered = _read_jsonl(path, self.skip_malformed_lines)
-            self.source_lines, records = [n for n, _ in numbered], [r for _, r in numbered]
-        else:
-            self.source_lines, records = None, read_records(path, fmt, self.skip_malformed_lines)
+        fmt = self.cache_type if self.operator_step > 0 else None
+        self.source_lines, records = read_numbered_records(self.read_path, fmt, self.skip_malformed_lines)
         if output_type == "dict":
             return records
         import pandas as pd
@@ -110,12 +105,24 @@ class FileStorage:
         return path
 
 
-def read_records(path: str, fmt: str, skip_malformed_lines: bool = False) -> list[dict]:
+def read_records(path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False) -> list[dict]:
     """Read a file of rows into a list of dicts; errors name the file (and the line, for JSONL)."""
+    return read_numbered_records(path, fmt, skip_malformed_lines)[1]
+
+
+def read_numbered_records(
+    path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False
+) -> tuple[Optional[list[int]], list[dict]]:
+    """(line number of each row, rows): line numbers for JSONL, None for other formats.
+
+    ``fmt`` defaults to the file's extension.
+    """
+    fmt = fmt or format_of(path)
     if not os.path.isfile(path):
         raise InputError(f"input file not found: {path}")
     if fmt == "jsonl":
-        return [record for _, record in _read_jsonl(path, skip_malformed_lines)]
+        numbered = _read_jsonl(path, skip_malformed_lines)
+        return [n for n, _ in numbered], [r for _, r in numbered]
     if fmt == "json":
         with open(path, encoding="utf-8") as handle:
             try:
@@ -124,7 +131,7 @@ def read_records(path: str, fmt: str, skip_malformed_lines: bool = False) -> lis
                 raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(f"{path}: a JSON input must be a list of objects")
-        return data
+        return None, data
     import pandas as pd
 
     if fmt == "csv":
@@ -132,7 +139,7 @@ def read_records(path: str, fmt: str, skip_malformed_lines: bool = False) -> lis
     else:
         _require_pyarrow()
         frame = pd.read_parquet(path)
-    return [{k: _from_cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return None, [{k: _from_cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
 def write_records(path: str, records: list[dict], fmt: str) -> None:
@@ -231,7 +238,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _format_of(path: str) -> str:
+def format_of(path: str) -> str:
+    """The row format a file's extension names: jsonl, json, csv or parquet."""
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext not in FORMATS:
         raise InputError(f"{path}: unsupported input format {ext!r}; use one of {', '.join(FORMATS)}")
