@@ -3,13 +3,17 @@
 Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, and
 regional compilation of the repeated transformer blocks. Lossy (opt-in): FP8 linear layers in the transformer
 blocks, and diffusers' first-block cache. Memory (opt-in, for smaller GPUs): model CPU offload, group offload.
+
+Compilation is off by default with the first-block cache and with group offload: both wrap every block in a hook
+that ``fullgraph`` compilation cannot trace (the cache's decision is a ``torch.compiler.disable``d function, the
+offload hook moves weights between devices). Asked for explicitly, they compile with graph breaks allowed.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from dataflow.core.errors import InputError
 from dataflow.logger import get_logger
@@ -17,6 +21,10 @@ from dataflow.logger import get_logger
 logger = get_logger()
 
 OFFLOAD_MODES = ("model", "group")
+FP8_SCALINGS = ("tensorwise", "rowwise")
+DEFAULT_FP8_SCALING = "rowwise"  # 1.62x against 1.50x for tensorwise on an H200 (benchmarks/results)
+# Inductor options for ``tune_kernels``: benchmark neighbouring launch configurations of each generated kernel.
+KERNEL_TUNING = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
 
 
 @dataclass(frozen=True)
@@ -26,10 +34,13 @@ class Acceleration:
     Args:
         fuse_qkv: fuse the query/key/value projections into one GEMM (None: on CUDA).
         compile: ``compile_repeated_blocks(fullgraph=True)``: compiles one block and reuses it, ~17 s instead of
-            ~84 s for the whole model (None: on CUDA).
+            ~84 s for the whole model (None: on CUDA, unless the first-block cache or group offload is on).
         attention_backend: a diffusers attention backend, e.g. "_native_cudnn" (None: cuDNN on CUDA, else the
             default SDPA).
-        fp8: FP8 linear layers in the transformer blocks (lossy; NVIDIA GPUs with FP8 support).
+        tune_kernels: coordinate-descent tuning of the compiled kernels' launch configurations: a longer compile,
+            the same arithmetic (None: off).
+        fp8: FP8 linear layers in the transformer blocks (lossy; NVIDIA GPUs with FP8 support): True for the
+            default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
             first-block residual changes less than this skip the remaining blocks.
         offload: "model" (``enable_model_cpu_offload``) or "group" (block-level group offload with a CUDA stream)
@@ -39,19 +50,67 @@ class Acceleration:
     fuse_qkv: Optional[bool] = None
     compile: Optional[bool] = None
     attention_backend: Optional[str] = None
-    fp8: bool = False
+    tune_kernels: Optional[bool] = None
+    fp8: Union[bool, str] = False
     first_block_cache: Optional[float] = None
     offload: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.offload not in (None, *OFFLOAD_MODES):
             raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)} or None, got {self.offload!r}")
+        if self.fp8 not in (False, True, *FP8_SCALINGS):
+            raise InputError(f"fp8 must be True, False or one of {', '.join(FP8_SCALINGS)}, got {self.fp8!r}")
         if self.first_block_cache is not None and not 0 < self.first_block_cache < 1:
             raise InputError(f"first_block_cache is a threshold in (0, 1), got {self.first_block_cache!r}")
 
+    @classmethod
+    def from_flags(cls, args: Any) -> "Acceleration":
+        """From parsed command-line flags (``fp8``, ``fp8_scaling``, ``first_block_cache``, ``offload``,
+        ``no_compile``, ``tune_kernels``), as both the CLI and the seed script name them."""
+        return cls(fp8=getattr(args, "fp8_scaling", None) or args.fp8, first_block_cache=args.first_block_cache,
+                   offload=args.offload, compile=False if args.no_compile else None,
+                   tune_kernels=True if getattr(args, "tune_kernels", False) else None)
+
     def lossy(self) -> dict:
         """The options that change output pixels beyond float rounding; they belong in a run's fingerprint."""
-        return {"fp8": self.fp8, "first_block_cache": self.first_block_cache}
+        return {"fp8": self.fp8_scaling or False, "first_block_cache": self.first_block_cache}
+
+    @property
+    def fp8_scaling(self) -> Optional[str]:
+        """The FP8 scaling in use, or None when the linears stay in bf16."""
+        if self.fp8 is False:
+            return None
+        return DEFAULT_FP8_SCALING if self.fp8 is True else self.fp8
+
+    def compile_plan(self, cuda: bool) -> Optional[dict]:
+        """Keyword arguments for ``compile_repeated_blocks``, or None not to compile.
+
+        By default: on CUDA, except with the first-block cache or group offload, whose per-block hooks break
+        ``fullgraph`` tracing. Forced on with either, the blocks compile with graph breaks allowed.
+        """
+        hooked = self.first_block_cache is not None or self.offload == "group"
+        if not _enabled(self.compile, cuda and not hooked):
+            return None
+        plan: dict = {"fullgraph": not hooked}
+        if _enabled(self.tune_kernels, False):
+            plan["options"] = dict(KERNEL_TUNING)
+        return plan
+
+
+def prepare_pipeline(pipe: Any, device: str, options: Acceleration) -> tuple[Any, list[str]]:
+    """Place ``pipe`` on ``device`` and apply ``options``; return it and the names of what was applied.
+
+    The layer changes (fused QKV, FP8) come first when offloading: group offload records every parameter when it is
+    set up, so a layer created afterwards has no CPU copy to load from, and quantizing on the CPU means the bf16
+    weights never have to fit on the GPU at once. Without offloading they come after the move, where they are fast.
+    """
+    if options.offload:
+        applied = restructure(pipe, device, options)
+        pipe = place_pipeline(pipe, device, options)
+    else:
+        pipe = place_pipeline(pipe, device, options)
+        applied = restructure(pipe, device, options)
+    return pipe, applied + accelerate(pipe, device, options)
 
 
 def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
@@ -70,32 +129,42 @@ def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
     return pipe
 
 
-def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
-    """Apply ``options`` to ``pipe.transformer``; return the names of what was applied, for logs and benchmarks."""
+def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
+    """The options that replace layers of ``pipe.transformer``: fused QKV projections, FP8 linears."""
     cuda = device.startswith("cuda")
     transformer = pipe.transformer
     applied = []
     if _enabled(options.fuse_qkv, cuda):
         transformer.fuse_qkv_projections()
         applied.append("fuse_qkv")
+    if options.fp8_scaling:
+        from dataflow.serving.fp8 import convert_linears_to_fp8, is_modulation
+
+        blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+        converted = sum(convert_linears_to_fp8(block, options.fp8_scaling, skip=is_modulation) for block in blocks)
+        applied.append(f"fp8_linears={converted} ({options.fp8_scaling})")
+    return applied
+
+
+def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
+    """The options that wrap ``pipe.transformer`` as it is: attention backend, first-block cache, compilation."""
+    cuda = device.startswith("cuda")
+    transformer = pipe.transformer
+    applied = []
     backend = options.attention_backend or ("_native_cudnn" if cuda else None)
     if backend:
         transformer.set_attention_backend(backend)
         applied.append(f"attention={backend}")
-    if options.fp8:
-        from dataflow.serving.fp8 import convert_linears_to_fp8
-
-        blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
-        converted = sum(convert_linears_to_fp8(block) for block in blocks)
-        applied.append(f"fp8_linears={converted}")
     if options.first_block_cache is not None:
         from diffusers.hooks import FirstBlockCacheConfig
 
         transformer.enable_cache(FirstBlockCacheConfig(threshold=options.first_block_cache))
         applied.append(f"first_block_cache={options.first_block_cache}")
-    if _enabled(options.compile, cuda):
-        transformer.compile_repeated_blocks(fullgraph=True)
-        applied.append("compile_repeated_blocks")
+    plan = options.compile_plan(cuda)
+    if plan is not None:
+        transformer.compile_repeated_blocks(**plan)
+        applied.append("compile_repeated_blocks" + ("" if plan["fullgraph"] else " (graph breaks allowed)")
+                       + (" + kernel tuning" if "options" in plan else ""))
     return applied
 
 

@@ -23,7 +23,7 @@ from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
 from dataflow.logger import get_logger
-from dataflow.serving.acceleration import Acceleration, accelerate, denoiser_context, place_pipeline
+from dataflow.serving.acceleration import Acceleration, denoiser_context, prepare_pipeline
 from dataflow.serving.model_source import looks_like_path, resolve_model_folder
 from dataflow.serving.resolution import output_size, reference_size
 
@@ -155,8 +155,7 @@ class FluxKontextServing(ImageEditServing):
                 component.eval()
         pipe.set_progress_bar_config(disable=True)
         self._multiple_of = pipe.vae_scale_factor * 2
-        self.pipe = place_pipeline(pipe, device, self.acceleration)
-        applied = accelerate(self.pipe, device, self.acceleration)
+        self.pipe, applied = prepare_pipeline(pipe, device, self.acceleration)
         logger.info("speedups: %s", ", ".join(applied) or "none")
         self._torch = torch
 

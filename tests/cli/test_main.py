@@ -101,6 +101,19 @@ def test_flux_kontext_backend_keeps_aspect_ratios(tmp_path, mixed_images, tiny_m
         assert out_w / out_h == pytest.approx(w / h, rel=0.05)
 
 
+def test_fp8_scaling_is_part_of_the_run_and_a_change_is_refused_on_resume(tmp_path, mixed_images, tiny_model_dir):
+    rows = [edit_row(os.path.basename(p), "Make it red.") for p in mixed_images.values()][:1]
+    jsonl = write_jsonl(tmp_path / "in.jsonl", rows)
+    common = ["run", jsonl, "--model", tiny_model_dir, "--steps", "2", "--height", "64", "--width", "64",
+              "--out", "out", "--no-gallery"]
+    first = cli(*common, "--fp8", "--tune-kernels", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    progress = next((tmp_path / "out").glob("*.progress.jsonl")).read_text().splitlines()[0]
+    assert '"fp8": "rowwise"' in progress  # --fp8 means the default scaling, recorded by name
+    again = cli(*common, "--fp8-scaling", "tensorwise", cwd=tmp_path)
+    assert again.returncode == 2 and "fp8" in again.stderr
+
+
 def test_a_run_writes_its_gallery_and_the_gallery_command_rebuilds_it(tmp_path, mixed_input):
     result = cli("run", mixed_input, "--backend", "classic", "--out", "out", cwd=tmp_path)
     page = tmp_path / "out" / "gallery.html"
