@@ -21,9 +21,10 @@ import gc
 import json
 import os
 import platform
+import re
 import sys
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -52,14 +53,21 @@ SCHEDULER = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
                  num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
 TEXT_TOKENS, TEXT_DIM, POOLED_DIM = 512, 4096, 768
 
+# Each mode is a set of Acceleration options for FluxKontextServing, run in this order (the most telling first, so
+# that a run cut short by a time limit still holds them).
 MODES = {
     "lossless": dict(),  # defaults: fused QKV, cuDNN attention, regional compile on CUDA
-    "fp8": dict(fp8=True),
-    "first_block_cache": dict(first_block_cache=0.08),
-    "fp8+first_block_cache": dict(fp8=True, first_block_cache=0.08),
+    "fp8": dict(fp8=True),  # the default scaling (rowwise)
+    "fp8_tensorwise": dict(fp8="tensorwise"),
     "offload_model": dict(offload="model"),
     "offload_group": dict(offload="group"),
+    "first_block_cache": dict(first_block_cache=0.08),
+    "fp8+first_block_cache": dict(fp8=True, first_block_cache=0.08),
+    "lossless+tune_kernels": dict(tune_kernels=True),  # ~200 s to compile on an H200: last
+    "fp8+tune_kernels": dict(fp8=True, tune_kernels=True),
 }
+# Modes whose transformer runs under hooks (offloading, the cache): no separate step timing or profile.
+HOOKED = ("offload", "first_block_cache")
 PROMPT = "Change the vase to red."
 
 
@@ -99,18 +107,36 @@ def input_image(size: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def timed(call: Callable[[], list], repeats: int, sync: Callable[[], None]) -> tuple[list, float, float]:
-    """(images of the last call, seconds of the first call, mean seconds of the repeated calls)."""
+def timed(call: Callable[[int], list], steps: int, warmup_steps: int, repeats: int,
+          sync: Callable[[], None]) -> tuple[list, float, float]:
+    """(images of the last call, seconds of the warm-up call, mean seconds of the timed calls).
+
+    The warm-up call (compilation, cuDNN plans) may use fewer steps: the compiled graphs do not depend on the count.
+    """
     sync()
     start = time.perf_counter()
-    images = call()
+    call(warmup_steps)
     sync()
     first = time.perf_counter() - start
     start = time.perf_counter()
+    images = []
     for _ in range(repeats):
-        images = call()
+        images = call(steps)
     sync()
     return images, first, (time.perf_counter() - start) / max(1, repeats)
+
+
+class StepInputs:
+    """Captures the keyword arguments of the first transformer call (step one of the first pipeline call)."""
+
+    def __init__(self, transformer):
+        self.kwargs: Optional[dict] = None
+        self._handle = transformer.register_forward_pre_hook(self._capture, with_kwargs=True)
+
+    def _capture(self, module, args, kwargs):
+        if self.kwargs is None:
+            self.kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        self._handle.remove()
 
 
 def run_baseline(pipe, args, embeds, pooled, image, sync):
@@ -125,25 +151,86 @@ def run_baseline(pipe, args, embeds, pooled, image, sync):
     if args.tiny:
         extra["_auto_resize"] = False
 
-    def call():
+    def call(steps: int):
         generators = [torch.Generator("cpu").manual_seed(image_seed(args.seed, key, 0)) for key in keys]
         with torch.inference_mode():
             return pipe(image=[image] * args.batch_size, prompt_embeds=embeds.repeat(args.batch_size, 1, 1),
                         pooled_prompt_embeds=pooled.repeat(args.batch_size, 1), height=args.resolution,
-                        width=args.resolution, num_inference_steps=args.steps, guidance_scale=3.5,
+                        width=args.resolution, num_inference_steps=steps, guidance_scale=3.5,
                         generator=generators, max_sequence_length=embeds.shape[1], **extra).images
 
-    return timed(call, args.repeats, sync)
+    return timed(call, args.steps, args.warmup_steps, args.repeats, sync)
 
 
-def run_serving(pipe, args, embeds, pooled, image, sync, options: dict, device: str):
+def build_serving(pipe, args, embeds, pooled, options: dict, device: str) -> FluxKontextServing:
     serving = FluxKontextServing("in-memory", batch_size=args.batch_size, num_inference_steps=args.steps,
                                  height=args.resolution, width=args.resolution, seed=args.seed,
                                  max_sequence_length=embeds.shape[1], acceleration=Acceleration(**options))
     serving.use_pipeline(pipe, device)
     serving.prime_prompt(PROMPT, embeds, pooled)
+    return serving
+
+
+def run_serving(serving, args, image, sync):
     requests = [EditRequest(f"row-{i}", image, PROMPT) for i in range(args.batch_size)]
-    return timed(lambda: [r.images[0] for r in serving.edit(requests)], args.repeats, sync)
+
+    def call(steps: int):
+        serving.num_inference_steps = steps
+        return [r.images[0] for r in serving.edit(requests)]
+
+    return timed(call, args.steps, args.warmup_steps, args.repeats, sync)
+
+
+def step_seconds(transformer, kwargs: dict, sync, repeats: int = 3) -> tuple[float, Any]:
+    """Mean seconds of one transformer call on the captured step-one inputs, and its output."""
+    with torch.inference_mode():
+        out = transformer(**kwargs)[0]
+        sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = transformer(**kwargs)[0]
+        sync()
+    return (time.perf_counter() - start) / repeats, out
+
+
+# First match wins: Inductor names its kernels after the ops they fuse (e.g. "triton_red_fused__scaled_mm_..."), so
+# compiled kernels are recognised before the GEMM and attention library kernels.
+KERNEL_KINDS = (("compiled (triton)", re.compile(r"^triton", re.I)),
+                ("attention", re.compile(r"cudnn|fmha|flash|attention|sdpa", re.I)),
+                ("gemm", re.compile(r"gemm|nvjet|xmma|cutlass|cublas|matmul|f8f8|sm90", re.I)))
+
+
+def profile_step(transformer, kwargs: dict, sync, path: Optional[str]) -> dict:
+    """GPU kernel time of one transformer call, by kind (attention, GEMM, compiled pointwise, other).
+
+    Writes the profiler's kernel table to ``path``. ``busy`` is kernel time over wall time: near 1 means the GPU
+    never waits for the CPU, so CUDA graphs would not pay.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        transformer(**kwargs)
+        sync()
+        wall = time.perf_counter() - start
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in kernels) / 1e3
+    by_kind: dict = {}
+    for event in kernels:
+        kind = next((k for k, pattern in KERNEL_KINDS if pattern.search(event.key)), "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + event.self_device_time_total / 1e3
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:12]
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(prof.key_averages().table(sort_by="self_device_time_total", row_limit=60,
+                                                   max_name_column_width=110))
+    return {"wall_ms": round(wall * 1e3, 1), "kernel_ms": round(total, 1), "busy": round(total / 1e3 / wall, 3),
+            "by_kind_ms": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "top_kernels": [[e.key[:100], round(e.self_device_time_total / 1e3, 2), e.count] for e in top]}
+
+
+def relative_l2(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
 
 
 def max_abs_diff(images, reference) -> float:
@@ -151,82 +238,156 @@ def max_abs_diff(images, reference) -> float:
                      for a, b in zip(images, reference)))
 
 
+class Bench:
+    """One process, one device: the baseline first, then each mode on a freshly built pipeline."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cuda = torch.cuda.is_available() and not args.tiny
+        self.device, self.dtype = ("cuda", torch.bfloat16) if self.cuda else ("cpu", torch.float32)
+        self.build = build_tiny_pipeline if args.tiny else build_real_pipeline
+        self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
+        self.image = input_image(args.resolution)
+        self.step_inputs: Optional[dict] = None
+        self.baseline_step_output = None
+
+    def fresh(self):
+        gc.collect()
+        if self.cuda:
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+        return self.build(self.device, self.dtype)
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> Optional[float]:
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None
+
+    def step_metrics(self, transformer, name: str) -> dict:
+        """Seconds of one step on the baseline's step-one inputs, its difference from the baseline's output, and
+        (with --profile-dir) where the GPU time goes."""
+        if self.step_inputs is None:
+            return {}
+        try:
+            return self._step_metrics(transformer, name)
+        except Exception as exc:  # a step-level figure failing must not lose the mode's per-image figures
+            return {"step_error": f"{type(exc).__name__}: {exc}"[:1000]}
+
+    def _step_metrics(self, transformer, name: str) -> dict:
+        seconds, out = step_seconds(transformer, self.step_inputs, self.sync)
+        metrics = {"step_s": round(seconds, 4)}
+        if self.baseline_step_output is None:
+            self.baseline_step_output = out.clone()
+        else:
+            metrics["step_rel_l2_vs_baseline"] = round(relative_l2(out, self.baseline_step_output), 5)
+        if self.args.profile_dir and self.cuda:
+            path = os.path.join(self.args.profile_dir, f"profile-{name.replace('+', '_')}.txt")
+            metrics["profile"] = profile_step(transformer, self.step_inputs, self.sync, path)
+        return metrics
+
+    def baseline(self, embeds, pooled) -> dict:
+        pipe = self.fresh()
+        capture = StepInputs(pipe.transformer)
+        self.reset_peak()
+        images, _, seconds = run_baseline(pipe, self.args, embeds, pooled, self.image, self.sync)
+        self.baseline_images, self.baseline_s = images, seconds
+        peak = self.peak()
+        self.step_inputs = capture.kwargs
+        metrics = self.step_metrics(pipe.transformer, "baseline")
+        del pipe
+        return {"baseline_s_per_image": round(seconds / self.args.batch_size, 4), "baseline_peak_mem_gib": peak,
+                "baseline_step": metrics}
+
+    def mode(self, name: str, embeds, pooled) -> dict:
+        options = dict(MODES[name])
+        if options.get("offload") and not self.cuda:
+            return {"skipped": "offloading needs a CUDA device"}
+        if self.args.tiny and self.args.compile:
+            options["compile"] = True
+        pipe = self.fresh()
+        try:
+            if options.get("offload"):
+                pipe.to("cpu")  # where a user's pipeline starts when it is offloaded: loaded on the CPU
+            serving = build_serving(pipe, self.args, embeds, pooled, options, self.device)
+            self.reset_peak()
+            images, first, seconds = run_serving(serving, self.args, self.image, self.sync)
+            result = {
+                "options": options,
+                "s_per_image": round(seconds / self.args.batch_size, 4),
+                "speedup": round(self.baseline_s / seconds, 3),
+                "first_call_s": round(first, 2),
+                "peak_mem_gib": self.peak(),
+                "max_abs_diff_vs_baseline": round(max_abs_diff(images, self.baseline_images), 4),
+            }
+            if not any(options.get(key) for key in HOOKED):
+                result.update(self.step_metrics(serving.pipe.transformer, name))
+            return result
+        except Exception as exc:  # one mode failing (say, fp8 on a GPU without it) must not hide the others
+            return {"options": options, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        finally:
+            serving = pipe = None
+
+
+def write(result: dict, path: Optional[str]) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"command": " ".join(["python", *sys.argv]), **result}, handle, indent=2)
+
+
 def main(argv: Optional[list] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: for CI and parity")
     parser.add_argument("--modes", default=None, help=f"comma-separated subset of {', '.join(MODES)}")
     parser.add_argument("--steps", type=int, default=None, help="default 28 (2 with --tiny)")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="steps of the warm-up call (default --steps)")
     parser.add_argument("--resolution", type=int, default=None, help="default 1024 (64 with --tiny)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1, help="timed calls after the warm-up call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="with --tiny: also compile on CPU (slow to start)")
-    parser.add_argument("--out", default=None, help="also write the JSON (and the command) to this file")
+    parser.add_argument("--profile-dir", default=None, help="GPU: write each mode's kernel table here")
+    parser.add_argument("--out", default=None, help="also write the JSON (and the command) to this file, after "
+                                                    "every mode, so that a run cut short keeps what it measured")
     args = parser.parse_args(argv)
-
-    cuda = torch.cuda.is_available() and not args.tiny
-    if not cuda and not args.tiny:
+    if not args.tiny and not torch.cuda.is_available():
         parser.error("the real-shape benchmark needs a CUDA GPU (12 B parameters); use --tiny on CPU")
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     args.steps = args.steps or (2 if args.tiny else 28)
+    args.warmup_steps = args.warmup_steps or args.steps
     args.resolution = args.resolution or (64 if args.tiny else 1024)
-    build = build_tiny_pipeline if args.tiny else build_real_pipeline
     modes = args.modes.split(",") if args.modes else list(MODES)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    image = input_image(args.resolution)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.profile_dir:
+        os.makedirs(args.profile_dir, exist_ok=True)
 
-    def fresh():
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        return build(device, dtype)
-
-    def peak() -> Optional[float]:
-        return round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
-
-    pipe = fresh()
-    embeds, pooled = prompt_embeddings(pipe, device, dtype, args.batch_size)
-    baseline_images, _, baseline_s = run_baseline(pipe, args, embeds, pooled, image, sync)
-    baseline_peak = peak()
+    bench = Bench(args)
+    pipe = bench.build(bench.device, bench.dtype)
+    embeds, pooled = prompt_embeddings(pipe, bench.device, bench.dtype, args.batch_size)
     del pipe
     result = {
-        "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__, "diffusers": diffusers.__version__, "steps": args.steps,
-        "resolution": f"{args.resolution}x{args.resolution}", "batch_size": args.batch_size,
+        "device": torch.cuda.get_device_name() if bench.cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "cudnn": torch.backends.cudnn.version() if bench.cuda else None, "steps": args.steps,
+        "warmup_steps": args.warmup_steps, "resolution": f"{args.resolution}x{args.resolution}",
+        "batch_size": args.batch_size,
         "model": "tiny random FLUX.1 Kontext" if args.tiny else "FLUX.1-Kontext-dev shape, random weights",
         "text_encoders": "skipped: the same prompt embeddings are passed to every run",
-        "baseline_s_per_image": round(baseline_s / args.batch_size, 4), "baseline_peak_mem_gib": baseline_peak,
-        "modes": {},
     }
+    result.update(bench.baseline(embeds, pooled))
+    result["modes"] = {}
+    write(result, args.out)
     for name in modes:
-        options = dict(MODES[name])
-        if options.get("offload") and not cuda:
-            result["modes"][name] = {"skipped": "offloading needs a CUDA device"}
-            continue
-        if args.tiny and args.compile:
-            options["compile"] = True
-        pipe = fresh()
-        try:
-            images, first, seconds = run_serving(pipe, args, embeds, pooled, image, sync, options, device)
-        except Exception as exc:  # one mode failing (say, fp8 on a GPU without it) must not hide the others
-            result["modes"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-            continue
-        finally:
-            del pipe
-        result["modes"][name] = {
-            "s_per_image": round(seconds / args.batch_size, 4),
-            "speedup": round(baseline_s / seconds, 3),
-            "first_call_s": round(first, 2),
-            "peak_mem_gib": peak(),
-            "max_abs_diff_vs_baseline": round(max_abs_diff(images, baseline_images), 4),
-        }
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"command": " ".join(["python", *sys.argv]), **result}, handle, indent=2)
+        started = time.perf_counter()
+        result["modes"][name] = bench.mode(name, embeds, pooled)
+        result["modes"][name]["mode_wall_s"] = round(time.perf_counter() - started, 1)
+        print(name, json.dumps({k: v for k, v in result["modes"][name].items() if k != "profile"}), file=sys.stderr)
+        write(result, args.out)
+    print(json.dumps(result))
     return result
 
 

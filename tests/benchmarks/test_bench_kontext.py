@@ -22,7 +22,33 @@ def test_tiny_benchmark_reports_every_mode_and_lossless_parity(tmp_path):
                                 "--out", str(out)])
     assert result["steps"] == 2 and result["baseline_s_per_image"] > 0
     assert result["modes"]["lossless"]["max_abs_diff_vs_baseline"] <= 0.02
-    assert result["modes"]["fp8"]["s_per_image"] > 0 and "error" not in result["modes"]["fp8"]
+    assert result["modes"]["lossless"]["step_rel_l2_vs_baseline"] <= 1e-3  # one step on the same inputs
+    fp8 = result["modes"]["fp8"]
+    assert "error" not in fp8 and fp8["s_per_image"] > 0 and 0 < fp8["step_rel_l2_vs_baseline"] < 0.05
     assert "error" not in result["modes"]["first_block_cache"]
     assert "skipped" in result["modes"]["offload_model"]
     assert out.read_text().startswith("{") and '"command"' in out.read_text()
+
+
+def test_an_unknown_mode_is_refused_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        load_bench().main(["--tiny", "--modes", "lossless,turbo"])
+    assert "unknown mode(s) turbo" in capsys.readouterr().err
+
+
+def test_the_results_table_lists_every_mode(tmp_path):
+    import json
+
+    result = {"device": "cpu", "torch": "2", "diffusers": "0.42", "resolution": "64x64", "steps": 2, "batch_size": 1,
+              "baseline_s_per_image": 2.0, "baseline_peak_mem_gib": None, "baseline_step": {"step_s": 0.1},
+              "modes": {"lossless": {"s_per_image": 1.0, "speedup": 2.0, "peak_mem_gib": None, "first_call_s": 3.0,
+                                     "step_s": 0.05, "step_rel_l2_vs_baseline": 0.001},
+                        "offload_group": {"error": "KeyError: x\nmore"}}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result))
+    spec = importlib.util.spec_from_file_location("results_table", os.path.join(REPO, "benchmarks", "results_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.table(str(path)).splitlines()
+    assert rows[4].startswith("| baseline") and "| lossless | 1.00 | 2.00 |" in rows[5]
+    assert rows[6] == "| offload_group | not measured: KeyError: x | | | | | |"

@@ -1,0 +1,50 @@
+"""Markdown tables for the README from benchmark results (``benchmarks/results/*.json``).
+
+    python benchmarks/results_table.py benchmarks/results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+
+def cell(value, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def table(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        result = json.load(handle)
+    lines = [f"**{os.path.basename(path)}**: {result['device']}, torch {result['torch']}, diffusers "
+             f"{result['diffusers']}, {result['resolution']}, {result['steps']} steps, batch {result['batch_size']}",
+             "",
+             "| mode | s/image | speedup | peak GiB | first call s | s/step | step rel. L2 vs baseline |",
+             "|---|---|---|---|---|---|---|"]
+    step = result.get("baseline_step", {})
+    lines.append(f"| baseline (plain diffusers) | {cell(result['baseline_s_per_image'])} | 1.00 | "
+                 f"{cell(result['baseline_peak_mem_gib'])} | | {cell(step.get('step_s'), 3)} | |")
+    for name, mode in result["modes"].items():
+        if "error" in mode or "skipped" in mode:
+            reason = mode.get("error") or mode.get("skipped")
+            lines.append(f"| {name} | not measured: {reason.splitlines()[0][:60]} | | | | | |")
+            continue
+        lines.append(f"| {name} | {cell(mode['s_per_image'])} | {cell(mode['speedup'])} | "
+                     f"{cell(mode['peak_mem_gib'])} | {cell(mode['first_call_s'], 1)} | "
+                     f"{cell(mode.get('step_s'), 3)} | {cell(mode.get('step_rel_l2_vs_baseline'), 3)} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list] = None) -> None:
+    paths = (argv if argv is not None else sys.argv[1:])
+    if not paths:
+        sys.exit("usage: python benchmarks/results_table.py RESULT.json [...]")
+    print("\n\n".join(table(path) for path in paths))
+
+
+if __name__ == "__main__":
+    main()
