@@ -23,11 +23,17 @@ def edit(model, **options):
     return serving, np.asarray(result.images[0], dtype=np.float64) / 255
 
 
-def test_fused_qkv_is_lossless(tiny_model_dir):
-    _, base = edit(tiny_model_dir)
+def parameter_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def test_fused_qkv_is_lossless_and_takes_no_extra_memory(tiny_model_dir):
+    plain, base = edit(tiny_model_dir)
     serving, fused = edit(tiny_model_dir, fuse_qkv=True)
     assert any(getattr(m, "fused_projections", False) for m in serving.pipe.transformer.modules())
     assert np.abs(fused - base).max() <= 0.02
+    # diffusers keeps the separate q/k/v layers beside the fused ones; they are dropped
+    assert parameter_bytes(serving.pipe.transformer) == parameter_bytes(plain.pipe.transformer)
 
 
 def test_fp8_replaces_the_block_linears_but_not_the_modulation_and_stays_close(tiny_model_dir):
