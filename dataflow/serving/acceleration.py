@@ -60,6 +60,8 @@ class Acceleration:
             raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)} or None, got {self.offload!r}")
         if self.fp8 not in (False, True, *FP8_SCALINGS):
             raise InputError(f"fp8 must be True, False or one of {', '.join(FP8_SCALINGS)}, got {self.fp8!r}")
+        if not isinstance(self.fp8, str):
+            object.__setattr__(self, "fp8", bool(self.fp8))  # 0 and 1 pass the check above
         if self.first_block_cache is not None and not 0 < self.first_block_cache < 1:
             raise InputError(f"first_block_cache is a threshold in (0, 1), got {self.first_block_cache!r}")
 

@@ -113,3 +113,12 @@ def test_first_block_cache_with_forced_compilation_runs(tiny_model_dir):
     _, base = edit(tiny_model_dir, first_block_cache=0.1)
     _, compiled = edit(tiny_model_dir, first_block_cache=0.1, compile=True)
     assert np.abs(compiled - base).max() <= 0.02
+
+
+def test_offload_without_a_gpu_warns_and_edits_as_without_it(tiny_model_dir, caplog):
+    """Offloading changes layers before placement (group offload must see the final layers): same pixels."""
+    _, placed = edit(tiny_model_dir, fuse_qkv=True, fp8=True)
+    with caplog.at_level("WARNING", logger="dataflow"):
+        _, offloaded = edit(tiny_model_dir, fuse_qkv=True, fp8=True, offload="group")
+    assert "offload=group needs a CUDA device" in caplog.text
+    assert np.array_equal(offloaded, placed)
