@@ -19,7 +19,7 @@ from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import ENGINES, select_engine
 from dataflow.io import ImageIO
-from dataflow.serving.acceleration import FP8_SCALINGS, OFFLOAD_MODES, Acceleration
+from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.io.atomic import atomic_open
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
@@ -48,15 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--width", type=int, default=1024)
     add("--seed", type=int, default=0)
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
-    add("--fp8", action="store_true", help="FP8 linear layers (lossy, faster on Hopper-class GPUs)")
-    add("--fp8-scaling", choices=FP8_SCALINGS, default=None,
-        help="FP8 scales per tensor or per row (token and output channel); implies --fp8")
-    add("--first-block-cache", type=float, default=None, metavar="T",
-        help="skip the remaining blocks when the first block's residual changes less than T, e.g. 0.08 (lossy)")
-    add("--offload", choices=OFFLOAD_MODES, default=None, help="fit smaller GPUs: model or group CPU offload")
-    add("--no-compile", action="store_true", help="skip regional torch.compile (saves ~20 s start-up)")
-    add("--tune-kernels", action="store_true",
-        help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
+    add_acceleration_flags(run)
     add("--engine", choices=ENGINES, default="local",
         help="local: this machine (one process per GPU when several are visible); ray: a Ray cluster")
     add("--devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu; default: the visible GPUs")

@@ -38,7 +38,7 @@ class Acceleration:
         attention_backend: a diffusers attention backend, e.g. "_native_cudnn" (None: cuDNN on CUDA, else the
             default SDPA).
         tune_kernels: coordinate-descent tuning of the compiled kernels' launch configurations: a longer compile,
-            the same arithmetic (None: off).
+            the same arithmetic.
         fp8: FP8 linear layers in the transformer blocks (lossy; NVIDIA GPUs with FP8 support): True for the
             default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
@@ -50,7 +50,7 @@ class Acceleration:
     fuse_qkv: Optional[bool] = None
     compile: Optional[bool] = None
     attention_backend: Optional[str] = None
-    tune_kernels: Optional[bool] = None
+    tune_kernels: bool = False
     fp8: Union[bool, str] = False
     first_block_cache: Optional[float] = None
     offload: Optional[str] = None
@@ -67,11 +67,9 @@ class Acceleration:
 
     @classmethod
     def from_flags(cls, args: Any) -> "Acceleration":
-        """From parsed command-line flags (``fp8``, ``fp8_scaling``, ``first_block_cache``, ``offload``,
-        ``no_compile``, ``tune_kernels``), as both the CLI and the seed script name them."""
-        return cls(fp8=getattr(args, "fp8_scaling", None) or args.fp8, first_block_cache=args.first_block_cache,
-                   offload=args.offload, compile=False if args.no_compile else None,
-                   tune_kernels=True if getattr(args, "tune_kernels", False) else None)
+        """From the flags ``add_acceleration_flags`` defines, as parsed."""
+        return cls(fp8=args.fp8_scaling or args.fp8, first_block_cache=args.first_block_cache, offload=args.offload,
+                   compile=False if args.no_compile else None, tune_kernels=args.tune_kernels)
 
     def lossy(self) -> dict:
         """The options that change output pixels beyond float rounding; they belong in a run's fingerprint."""
@@ -94,9 +92,27 @@ class Acceleration:
         if not _enabled(self.compile, cuda and not hooked):
             return None
         plan: dict = {"fullgraph": not hooked}
-        if _enabled(self.tune_kernels, False):
+        if self.tune_kernels:
             plan["options"] = dict(KERNEL_TUNING)
         return plan
+
+
+def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
+    """The speed flags, spelled ``--first-block-cache`` (the CLI) or ``--first_block_cache`` (``separator="_"``, the
+    seed script); ``Acceleration.from_flags`` reads them back."""
+
+    def add(name: str, **kwargs) -> None:
+        parser.add_argument("--" + name.replace("_", separator), **kwargs)
+
+    add("fp8", action="store_true", help="FP8 linear layers (lossy, faster on Hopper-class GPUs)")
+    add("fp8_scaling", choices=FP8_SCALINGS, default=None,
+        help="FP8 scales per tensor or per row (token and output channel); implies --fp8")
+    add("first_block_cache", type=float, default=None, metavar="T",
+        help="skip the remaining blocks when the first block's residual changes less than T, e.g. 0.08 (lossy)")
+    add("offload", choices=OFFLOAD_MODES, default=None, help="fit smaller GPUs: model or group CPU offload")
+    add("no_compile", action="store_true", help="skip regional torch.compile (saves ~20 s start-up)")
+    add("tune_kernels", action="store_true",
+        help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
 
 
 def prepare_pipeline(pipe: Any, device: str, options: Acceleration) -> tuple[Any, list[str]]:

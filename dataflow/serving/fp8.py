@@ -17,9 +17,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from dataflow.serving.acceleration import FP8_SCALINGS
+
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
-SCALINGS = ("tensorwise", "rowwise")
 
 
 def quantize(tensor: torch.Tensor, rowwise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,8 +38,8 @@ class Fp8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, scaling: str = "tensorwise"):
         super().__init__()
-        if scaling not in SCALINGS:
-            raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+        if scaling not in FP8_SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(FP8_SCALINGS)}, got {scaling!r}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.rowwise = scaling == "rowwise"
         weight, scale = quantize(linear.weight.detach(), self.rowwise)

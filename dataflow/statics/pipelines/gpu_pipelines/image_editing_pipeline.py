@@ -20,7 +20,7 @@ from dataflow.cli.exits import run_main
 from dataflow.engines.select import ENGINES, select_engine
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
-from dataflow.serving.acceleration import FP8_SCALINGS, OFFLOAD_MODES, Acceleration
+from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing
 from dataflow.utils.storage import FileStorage
 
@@ -88,14 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--diffuser_image_width", type=int, default=1024)
     add("--seed", type=int, default=0)
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    add("--fp8", action="store_true", help="FP8 linear layers (lossy, faster on Hopper-class GPUs)")
-    add("--fp8_scaling", choices=FP8_SCALINGS, default=None,
-        help="FP8 scales per tensor or per row (token and output channel); implies --fp8")
-    add("--first_block_cache", type=float, default=None, help="first-block cache threshold, e.g. 0.08 (lossy)")
-    add("--offload", choices=OFFLOAD_MODES, default=None, help="model or group CPU offload for smaller GPUs")
-    add("--no_compile", action="store_true", help="skip regional torch.compile")
-    add("--tune_kernels", action="store_true",
-        help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
+    add_acceleration_flags(parser, separator="_")
     add("--save_interval", type=int, default=10, help="rows per durable checkpoint")
     add("--engine", default="local", choices=ENGINES, help="local (one process per visible GPU) or ray")
     add("--devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu")
