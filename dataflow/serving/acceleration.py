@@ -1,8 +1,10 @@
 """Speed and memory options for the FLUX.1 Kontext pipeline.
 
 Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, and
-regional compilation of the repeated transformer blocks. Lossy (opt-in): FP8 linear layers in the transformer
-blocks, and diffusers' first-block cache. Memory (opt-in, for smaller GPUs): model CPU offload, group offload.
+regional compilation of the repeated transformer blocks. Lossless, opt-in until a GPU run shows they pay: the MLP's
+GELU in the GEMM epilogue, the whole transformer compiled and replayed as CUDA graphs, the VAE compiled. Lossy
+(opt-in): FP8 linear layers in the transformer blocks, and diffusers' first-block cache. Memory (opt-in, for smaller
+GPUs): model CPU offload, group offload.
 
 Compilation is off by default with the first-block cache and with group offload: both wrap every block in a hook
 that ``fullgraph`` compilation cannot trace (the cache's decision is a ``torch.compiler.disable``d function, the
@@ -39,6 +41,11 @@ class Acceleration:
             default SDPA).
         tune_kernels: coordinate-descent tuning of the compiled kernels' launch configurations: a longer compile,
             the same arithmetic.
+        fuse_gelu: compute each MLP's first linear and its tanh GELU in one cuBLASLt call (``fused_gelu``).
+        cuda_graphs: compile the whole transformer instead of its blocks and replay each step as CUDA graphs,
+            which removes the launch gaps between kernels. Recompiles for each new image size; no offloading or
+            first-block cache.
+        compile_vae: compile the VAE's encoder and decoder (one reference encode and one decode per image).
         fp8: FP8 linear layers in the transformer blocks (lossy; NVIDIA GPUs with FP8 support): True for the
             default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
@@ -51,6 +58,9 @@ class Acceleration:
     compile: Optional[bool] = None
     attention_backend: Optional[str] = None
     tune_kernels: bool = False
+    fuse_gelu: bool = False
+    cuda_graphs: bool = False
+    compile_vae: bool = False
     fp8: Union[bool, str] = False
     first_block_cache: Optional[float] = None
     offload: Optional[str] = None
@@ -64,12 +74,19 @@ class Acceleration:
             object.__setattr__(self, "fp8", bool(self.fp8))  # 0 and 1 pass the check above
         if self.first_block_cache is not None and not 0 < self.first_block_cache < 1:
             raise InputError(f"first_block_cache is a threshold in (0, 1), got {self.first_block_cache!r}")
+        if self.cuda_graphs:
+            clash = ("offload" if self.offload else "first_block_cache" if self.first_block_cache is not None
+                     else "compile=False" if self.compile is False else None)
+            if clash:
+                raise InputError(f"cuda_graphs cannot be combined with {clash}: CUDA graphs replay a fixed compiled "
+                                 "step, and that option moves weights, skips blocks, or turns compilation off")
 
     @classmethod
     def from_flags(cls, args: Any) -> "Acceleration":
         """From the flags ``add_acceleration_flags`` defines, as parsed."""
         return cls(fp8=args.fp8_scaling or args.fp8, first_block_cache=args.first_block_cache, offload=args.offload,
-                   compile=False if args.no_compile else None, tune_kernels=args.tune_kernels)
+                   compile=False if args.no_compile else None, tune_kernels=args.tune_kernels,
+                   fuse_gelu=args.fuse_gelu, cuda_graphs=args.cuda_graphs, compile_vae=args.compile_vae)
 
     def lossy(self) -> dict:
         """The options that change output pixels beyond float rounding; they belong in a run's fingerprint."""
@@ -83,15 +100,19 @@ class Acceleration:
         return DEFAULT_FP8_SCALING if self.fp8 is True else self.fp8
 
     def compile_plan(self, cuda: bool) -> Optional[dict]:
-        """Keyword arguments for ``compile_repeated_blocks``, or None not to compile.
+        """How to compile the transformer, or None not to.
 
-        By default: on CUDA, except with the first-block cache or group offload, whose per-block hooks break
-        ``fullgraph`` tracing. Forced on with either, the blocks compile with graph breaks allowed.
+        ``scope`` is "blocks" (``compile_repeated_blocks``) or, with ``cuda_graphs``, "transformer" (its whole
+        forward); the other keys are ``torch.compile`` keyword arguments. By default: on CUDA, except with the
+        first-block cache or group offload, whose per-block hooks break ``fullgraph`` tracing. Forced on with
+        either, the blocks compile with graph breaks allowed.
         """
         hooked = self.first_block_cache is not None or self.offload == "group"
         if not _enabled(self.compile, cuda and not hooked):
             return None
-        plan: dict = {"fullgraph": not hooked}
+        plan: dict = {"scope": "blocks", "fullgraph": not hooked}
+        if self.cuda_graphs:
+            plan.update(scope="transformer", mode="reduce-overhead")
         if self.tune_kernels:
             plan["options"] = dict(KERNEL_TUNING)
         return plan
@@ -113,6 +134,10 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     add("no_compile", action="store_true", help="skip regional torch.compile (saves ~20 s start-up)")
     add("tune_kernels", action="store_true",
         help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
+    add("fuse_gelu", action="store_true", help="each MLP's linear and GELU in one cuBLASLt call (lossless)")
+    add("cuda_graphs", action="store_true",
+        help="compile the whole transformer and replay its steps as CUDA graphs (lossless; recompiles per size)")
+    add("compile_vae", action="store_true", help="compile the VAE encoder and decoder (lossless)")
 
 
 def prepare_pipeline(pipe: Any, device: str, options: Acceleration) -> tuple[Any, list[str]]:
@@ -148,7 +173,8 @@ def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
 
 
 def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
-    """The options that replace layers of ``pipe.transformer``: fused QKV projections, FP8 linears."""
+    """The options that replace layers of ``pipe.transformer``: fused QKV projections, FP8 linears, GELU fused
+    into the linear before it (after FP8, so only layers left in bf16 are fused)."""
     cuda = device.startswith("cuda")
     transformer = pipe.transformer
     applied = []
@@ -162,6 +188,10 @@ def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
         blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
         converted = sum(convert_linears_to_fp8(block, options.fp8_scaling, skip=is_modulation) for block in blocks)
         applied.append(f"fp8_linears={converted} ({options.fp8_scaling})")
+    if options.fuse_gelu:
+        from dataflow.serving.fused_gelu import fuse_gelu_linears
+
+        applied.append(f"fused_gelu_linears={fuse_gelu_linears(transformer)}")
     return applied
 
 
@@ -202,10 +232,41 @@ def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
         applied.append(f"first_block_cache={options.first_block_cache}")
     plan = options.compile_plan(cuda)
     if plan is not None:
-        transformer.compile_repeated_blocks(**plan)
-        applied.append("compile_repeated_blocks" + ("" if plan["fullgraph"] else " (graph breaks allowed)")
+        scope = plan.pop("scope")
+        if scope == "blocks":
+            transformer.compile_repeated_blocks(**plan)
+        else:
+            transformer.forward = GraphedForward(transformer.forward, plan)
+        applied.append(("compile_repeated_blocks" if scope == "blocks" else "compile (whole transformer)")
+                       + ("" if plan["fullgraph"] else " (graph breaks allowed)")
+                       + (" + CUDA graphs" if plan.get("mode") == "reduce-overhead" and cuda else "")
                        + (" + kernel tuning" if "options" in plan else ""))
+    if options.compile_vae:
+        pipe.vae.encoder.compile(fullgraph=True)
+        pipe.vae.decoder.compile(fullgraph=True)
+        applied.append("compile_vae")
     return applied
+
+
+class GraphedForward:
+    """A module's forward compiled whole; with ``mode="reduce-overhead"`` on CUDA each call replays CUDA graphs.
+
+    Each call starts a new step for the graphs (``cudagraph_mark_step_begin``) and returns tensors cloned out of
+    their memory pool: the pipeline still holds the previous step's output when it makes the next call, which
+    would otherwise overwrite it in place. The clone is one latent-sized copy per step.
+    """
+
+    def __init__(self, forward: Any, compile_kwargs: dict):
+        import torch
+
+        self._torch = torch
+        self.compiled = torch.compile(forward, **compile_kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        torch = self._torch
+        torch.compiler.cudagraph_mark_step_begin()
+        out = self.compiled(*args, **kwargs)
+        return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, out)
 
 
 def denoiser_context(pipe: Any, options: Acceleration):

@@ -150,3 +150,10 @@ def test_a_scaled_out_run_completes_mixed_rows_and_a_rerun_redoes_nothing(tmp_pa
         assert out_w / out_h == pytest.approx(w / h, rel=0.05)
     again = cli(*args, cwd=tmp_path)
     assert again.returncode == 0 and "0 edited, 8 skipped (done earlier), 0 failed" in again.stderr
+
+
+def test_speed_flags_that_cannot_combine_are_refused_before_any_work(tmp_path, mixed_input):
+    result = cli("run", mixed_input, "--cuda-graphs", "--offload", "model", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cuda_graphs cannot be combined with offload" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -84,20 +84,25 @@ def test_first_block_cache_runs_inside_the_cache_context(tiny_model_dir):
 
 @pytest.mark.parametrize("options, fragment", [({"offload": "disk"}, "offload must be"),
                                                ({"first_block_cache": 2.0}, "threshold in"),
-                                               ({"fp8": "blockwise"}, "fp8 must be True, False or one of")])
+                                               ({"fp8": "blockwise"}, "fp8 must be True, False or one of"),
+                                               ({"cuda_graphs": True, "offload": "model"}, "combined with offload"),
+                                               ({"cuda_graphs": True, "first_block_cache": 0.1}, "first_block_cache"),
+                                               ({"cuda_graphs": True, "compile": False}, "compile=False")])
 def test_bad_options_are_clear_errors(options, fragment):
     with pytest.raises(InputError, match=fragment):
         Acceleration(**options)
 
 
 @pytest.mark.parametrize("options, plan", [
-    ({}, {"fullgraph": True}),
-    ({"tune_kernels": True}, {"fullgraph": True, "options": {"coordinate_descent_tuning": True,
-                                                             "coordinate_descent_check_all_directions": True}}),
+    ({}, {"scope": "blocks", "fullgraph": True}),
+    ({"tune_kernels": True}, {"scope": "blocks", "fullgraph": True,
+                              "options": {"coordinate_descent_tuning": True,
+                                          "coordinate_descent_check_all_directions": True}}),
     ({"first_block_cache": 0.08}, None),  # its hook cannot be traced whole: no compile unless asked for
     ({"offload": "group"}, None),
-    ({"first_block_cache": 0.08, "compile": True}, {"fullgraph": False}),
+    ({"first_block_cache": 0.08, "compile": True}, {"scope": "blocks", "fullgraph": False}),
     ({"compile": False}, None),
+    ({"cuda_graphs": True}, {"scope": "transformer", "fullgraph": True, "mode": "reduce-overhead"}),
 ])
 def test_compilation_on_cuda_follows_the_options(options, plan):
     assert Acceleration(**options).compile_plan(cuda=True) == plan
@@ -105,7 +110,8 @@ def test_compilation_on_cuda_follows_the_options(options, plan):
 
 def test_nothing_compiles_on_the_cpu_unless_asked():
     assert Acceleration().compile_plan(cuda=False) is None
-    assert Acceleration(compile=True).compile_plan(cuda=False) == {"fullgraph": True}
+    assert Acceleration(compile=True).compile_plan(cuda=False) == {"scope": "blocks", "fullgraph": True}
+    assert Acceleration(cuda_graphs=True).compile_plan(cuda=False) is None
 
 
 def test_first_block_cache_with_forced_compilation_runs(tiny_model_dir):
@@ -122,3 +128,43 @@ def test_offload_without_a_gpu_warns_and_edits_as_without_it(tiny_model_dir, cap
         _, offloaded = edit(tiny_model_dir, fuse_qkv=True, fp8=True, offload="group")
     assert "offload=group needs a CUDA device" in caplog.text
     assert np.array_equal(offloaded, placed)
+
+
+def test_fused_gelu_keeps_pixels_and_parameters(tiny_model_dir):
+    """Both MLP shapes are fused (FeedForward's GELU module, the single blocks' proj_mlp + act_mlp); on the CPU the
+    layer computes the unfused expression, so pixels are unchanged to the bit."""
+    from dataflow.serving.fused_gelu import LinearGelu
+
+    plain, base = edit(tiny_model_dir)
+    serving, fused = edit(tiny_model_dir, fuse_gelu=True)
+    transformer = serving.pipe.transformer
+    double, single = transformer.transformer_blocks[0], transformer.single_transformer_blocks[0]
+    assert isinstance(double.ff.net[0], LinearGelu) and isinstance(double.ff_context.net[0], LinearGelu)
+    assert isinstance(single.proj_mlp, LinearGelu) and isinstance(single.act_mlp, torch.nn.Identity)
+    assert np.array_equal(fused, base)
+    assert parameter_bytes(transformer) == parameter_bytes(plain.pipe.transformer)
+
+
+def test_fused_gelu_leaves_fp8_layers_alone(tiny_model_dir):
+    serving, _ = edit(tiny_model_dir, fp8=True, fuse_gelu=True)
+    single = serving.pipe.transformer.single_transformer_blocks[0]
+    assert isinstance(single.proj_mlp, Fp8Linear) and isinstance(single.act_mlp, torch.nn.GELU)
+
+
+def test_a_fused_gelu_layer_is_its_linear_then_tanh_gelu():
+    from dataflow.serving.fused_gelu import LinearGelu
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 32)
+    x = torch.randn(2, 3, 16)
+    expected = torch.nn.functional.gelu(linear(x), approximate="tanh")
+    assert torch.equal(LinearGelu(linear)(x), expected)
+
+
+@pytest.mark.slow
+def test_whole_transformer_and_vae_compiled_keep_pixels(tiny_model_dir):
+    """The CUDA-graph plan on a CPU: the whole forward compiled (graphs need CUDA), outputs cloned per call."""
+    _, base = edit(tiny_model_dir)
+    serving, compiled = edit(tiny_model_dir, compile=True, cuda_graphs=True, compile_vae=True)
+    assert type(serving.pipe.transformer.forward).__name__ == "GraphedForward"
+    assert np.abs(compiled - base).max() <= 0.02
