@@ -18,11 +18,13 @@ def load_bench():
 
 def test_tiny_benchmark_reports_every_mode_and_lossless_parity(tmp_path):
     out = tmp_path / "result.json"
-    result = load_bench().main(["--tiny", "--modes", "lossless,fp8,first_block_cache,offload_model",
+    result = load_bench().main(["--tiny", "--modes", "lossless,fp8,first_block_cache,offload_model,"
+                                "lossless+fuse_gelu",
                                 "--out", str(out)])
     assert result["steps"] == 2 and result["baseline_s_per_image"] > 0
     assert result["modes"]["lossless"]["max_abs_diff_vs_baseline"] <= 0.02
     assert result["modes"]["lossless"]["step_rel_l2_vs_baseline"] <= 1e-3  # one step on the same inputs
+    assert result["modes"]["lossless+fuse_gelu"]["max_abs_diff_vs_baseline"] <= 0.02
     fp8 = result["modes"]["fp8"]
     assert "error" not in fp8 and fp8["s_per_image"] > 0 and 0 < fp8["step_rel_l2_vs_baseline"] < 0.05
     assert "error" not in result["modes"]["first_block_cache"]
@@ -52,3 +54,12 @@ def test_the_results_table_lists_every_mode(tmp_path):
     rows = module.table(str(path)).splitlines()
     assert rows[4].startswith("| baseline") and "| lossless | 1.00 | 2.00 |" in rows[5]
     assert rows[6] == "| offload_group | not measured: KeyError: x | | | | | |"
+
+
+def test_the_fused_gelu_check_reports_distances_and_times():
+    """On the CPU the layer computes linear + tanh GELU itself: zero distance from tanh, not from the exact GELU."""
+    import torch
+
+    check = load_bench().fused_gelu_check("cpu", torch.float32, tokens=64, dim=32, hidden=128, repeats=2)
+    assert check["max_abs_diff_vs_tanh"] == 0 and check["max_abs_diff_vs_erf"] > 0
+    assert check["fused_ms"] > 0 and check["unfused_ms"] > 0
