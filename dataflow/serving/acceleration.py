@@ -42,6 +42,8 @@ class Acceleration:
         tune_kernels: coordinate-descent tuning of the compiled kernels' launch configurations: a longer compile,
             the same arithmetic.
         fuse_gelu: compute each MLP's first linear and its tanh GELU in one cuBLASLt call (``fused_gelu``).
+        split_proj_out: in the single-stream blocks, project the attention and MLP parts with their halves of
+            ``proj_out`` instead of concatenating them first (``single_block``).
         cuda_graphs: compile the whole transformer instead of its blocks and replay each step as CUDA graphs,
             which removes the launch gaps between kernels. Recompiles for each new image size; no offloading or
             first-block cache.
@@ -59,6 +61,7 @@ class Acceleration:
     attention_backend: Optional[str] = None
     tune_kernels: bool = False
     fuse_gelu: bool = False
+    split_proj_out: bool = False
     cuda_graphs: bool = False
     compile_vae: bool = False
     fp8: Union[bool, str] = False
@@ -86,7 +89,8 @@ class Acceleration:
         """From the flags ``add_acceleration_flags`` defines, as parsed."""
         return cls(fp8=args.fp8_scaling or args.fp8, first_block_cache=args.first_block_cache, offload=args.offload,
                    compile=False if args.no_compile else None, tune_kernels=args.tune_kernels,
-                   fuse_gelu=args.fuse_gelu, cuda_graphs=args.cuda_graphs, compile_vae=args.compile_vae)
+                   fuse_gelu=args.fuse_gelu, split_proj_out=args.split_proj_out, cuda_graphs=args.cuda_graphs,
+                   compile_vae=args.compile_vae)
 
     def lossy(self) -> dict:
         """The options that change output pixels beyond float rounding; they belong in a run's fingerprint."""
@@ -135,6 +139,8 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     add("tune_kernels", action="store_true",
         help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
     add("fuse_gelu", action="store_true", help="each MLP's linear and GELU in one cuBLASLt call (lossless)")
+    add("split_proj_out", action="store_true",
+        help="single-stream blocks project attention and MLP separately instead of concatenating (lossless)")
     add("cuda_graphs", action="store_true",
         help="compile the whole transformer and replay its steps as CUDA graphs (lossless; recompiles per size)")
     add("compile_vae", action="store_true", help="compile the VAE encoder and decoder (lossless)")
@@ -173,8 +179,9 @@ def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
 
 
 def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
-    """The options that replace layers of ``pipe.transformer``: fused QKV projections, FP8 linears, GELU fused
-    into the linear before it (after FP8, so only layers left in bf16 are fused)."""
+    """The options that replace layers of ``pipe.transformer``: fused QKV projections, the split output projection
+    of the single-stream blocks, FP8 linears (after the split, so that both halves are converted), GELU fused into
+    the linear before it (after FP8, so only layers left in bf16 are fused)."""
     cuda = device.startswith("cuda")
     transformer = pipe.transformer
     applied = []
@@ -182,6 +189,10 @@ def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
         transformer.fuse_qkv_projections()
         drop_unfused_projections(transformer)
         applied.append("fuse_qkv")
+    if options.split_proj_out:
+        from dataflow.serving.single_block import split_single_block_projections
+
+        applied.append(f"split_proj_out={split_single_block_projections(transformer)}")
     if options.fp8_scaling:
         from dataflow.serving.fp8 import convert_linears_to_fp8, is_modulation
 

@@ -165,6 +165,46 @@ def test_a_fused_gelu_layer_is_its_linear_then_tanh_gelu():
 def test_whole_transformer_and_vae_compiled_keep_pixels(tiny_model_dir):
     """The CUDA-graph plan on a CPU: the whole forward compiled (graphs need CUDA), outputs cloned per call."""
     _, base = edit(tiny_model_dir)
-    serving, compiled = edit(tiny_model_dir, compile=True, cuda_graphs=True, compile_vae=True)
+    serving, compiled = edit(tiny_model_dir, compile=True, cuda_graphs=True, compile_vae=True, fuse_gelu=True,
+                             split_proj_out=True)
     assert type(serving.pipe.transformer.forward).__name__ == "GraphedForward"
     assert np.abs(compiled - base).max() <= 0.02
+
+
+def test_split_output_projection_keeps_pixels_and_parameters(tiny_model_dir):
+    plain, base = edit(tiny_model_dir)
+    serving, split = edit(tiny_model_dir, split_proj_out=True)
+    transformer = serving.pipe.transformer
+    for block in transformer.single_transformer_blocks:
+        assert not hasattr(block, "proj_out") and block.forward.__func__.__name__ == "split_forward"
+    assert np.abs(split - base).max() <= 0.02
+    assert parameter_bytes(transformer) == parameter_bytes(plain.pipe.transformer)
+
+
+def test_split_output_projection_halves_become_fp8(tiny_model_dir):
+    serving, _ = edit(tiny_model_dir, split_proj_out=True, fp8=True)
+    block = serving.pipe.transformer.single_transformer_blocks[0]
+    assert isinstance(block.proj_out_attn, Fp8Linear) and isinstance(block.proj_out_mlp, Fp8Linear)
+
+
+def test_a_block_that_computes_something_else_is_left_unchanged(tiny_model_dir, caplog):
+    """If a diffusers release changed the block, the check on random tokens catches it before anything changes."""
+    from diffusers import FluxTransformer2DModel
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+
+    from dataflow.serving.single_block import split_single_block_projections
+
+    class Changed(FluxSingleTransformerBlock):
+        def forward(self, hidden_states, encoder_hidden_states, temb, image_rotary_emb=None,
+                    joint_attention_kwargs=None):
+            text, image = super().forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
+                                          joint_attention_kwargs)
+            return text, image * 1.5
+
+    transformer = FluxTransformer2DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
+    for block in transformer.single_transformer_blocks:
+        block.__class__ = Changed
+    with caplog.at_level("WARNING", logger="dataflow"):
+        assert split_single_block_projections(transformer) == 0
+    assert "differs from diffusers'" in caplog.text
+    assert all(hasattr(block, "proj_out") for block in transformer.single_transformer_blocks)
