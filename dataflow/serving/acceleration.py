@@ -2,7 +2,8 @@
 
 Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, and
 regional compilation of the repeated transformer blocks. Lossless, opt-in until a GPU run shows they pay: the MLP's
-GELU in the GEMM epilogue, the whole transformer compiled and replayed as CUDA graphs, the VAE compiled. Lossy
+GELU in the GEMM epilogue, the single-stream blocks' output projection split in two, the whole transformer compiled
+and replayed as CUDA graphs, the VAE compiled. Lossy
 (opt-in): FP8 linear layers in the transformer blocks, and diffusers' first-block cache. Memory (opt-in, for smaller
 GPUs): model CPU offload, group offload.
 
@@ -228,7 +229,8 @@ def drop_unfused_projections(transformer: Any) -> int:
 
 
 def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
-    """The options that wrap ``pipe.transformer`` as it is: attention backend, first-block cache, compilation."""
+    """The options that wrap the pipeline's models as they are: attention backend, first-block cache, compilation of
+    the transformer and of the VAE."""
     cuda = device.startswith("cuda")
     transformer = pipe.transformer
     applied = []
@@ -247,6 +249,8 @@ def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
         if scope == "blocks":
             transformer.compile_repeated_blocks(**plan)
         else:
+            from dataflow.serving.graphed_forward import GraphedForward
+
             transformer.forward = GraphedForward(transformer.forward, plan)
         applied.append(("compile_repeated_blocks" if scope == "blocks" else "compile (whole transformer)")
                        + ("" if plan["fullgraph"] else " (graph breaks allowed)")
@@ -257,27 +261,6 @@ def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
         pipe.vae.decoder.compile(fullgraph=True)
         applied.append("compile_vae")
     return applied
-
-
-class GraphedForward:
-    """A module's forward compiled whole; with ``mode="reduce-overhead"`` on CUDA each call replays CUDA graphs.
-
-    Each call starts a new step for the graphs (``cudagraph_mark_step_begin``) and returns tensors cloned out of
-    their memory pool: the pipeline still holds the previous step's output when it makes the next call, which
-    would otherwise overwrite it in place. The clone is one latent-sized copy per step.
-    """
-
-    def __init__(self, forward: Any, compile_kwargs: dict):
-        import torch
-
-        self._torch = torch
-        self.compiled = torch.compile(forward, **compile_kwargs)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        torch = self._torch
-        torch.compiler.cudagraph_mark_step_begin()
-        out = self.compiled(*args, **kwargs)
-        return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, out)
 
 
 def denoiser_context(pipe: Any, options: Acceleration):
