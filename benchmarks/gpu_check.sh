@@ -35,7 +35,7 @@ while :; do
 done > "$out_dir/gpu-clocks.csv" 2>/dev/null &
 sampler=$!
 modes=lossless,fp8,lossless+all,lossless+fuse_gelu,lossless+split_proj_out,lossless+cuda_graphs
-modes=$modes,lossless+compile_vae,fp8+all,offload_group
+modes=$modes,lossless+compile_vae,fp8+all,offload_group,fp8+offload_group
 timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/bench_kontext.py --warmup-steps 2 --profile-dir "$out_dir" \
     --modes "$modes" --out "$out_dir/${name}-$(date +%F).json" "$@"
 echo "bench exit code $?"

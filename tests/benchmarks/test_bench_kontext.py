@@ -63,3 +63,11 @@ def test_the_fused_gelu_check_reports_distances_and_times():
     check = load_bench().fused_gelu_check("cpu", torch.float32, tokens=64, dim=32, hidden=128, repeats=2)
     assert check["max_abs_diff_vs_tanh"] == 0 and check["max_abs_diff_vs_erf"] > 0
     assert check["fused_ms"] > 0 and check["unfused_ms"] > 0
+
+
+def test_the_attention_layout_check_times_both_layouts():
+    import torch
+
+    check = load_bench().attention_layout_check("cpu", torch.float32, tokens=64, heads=2, head_dim=16, repeats=2)
+    assert check["math_interleaved_ms"] > 0 and check["math_contiguous_ms"] > 0
+    assert check["math_contiguous_tflops"] > 0
