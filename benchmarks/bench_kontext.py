@@ -6,7 +6,8 @@
 The pipeline is built at the real shape with random weights (a step costs the same whatever the weights are), so
 nothing is downloaded. The text encoders are skipped: every run passes the same prompt embeddings. The baseline is
 ``FluxKontextPipeline`` called as DataFlow-MM calls it; each mode then runs ``FluxKontextServing`` on a freshly
-built pipeline with the same weights seed, input image and latent noise. Prints one JSON line; ``--out`` also
+built pipeline with the same weights seed, input image and latent noise. On a GPU it also times a few kernels alone
+(``kernel_checks``: the GELU epilogue, attention per backend and layout). Prints one JSON line; ``--out`` also
 writes it (with the command) to a file, e.g. ``benchmarks/results/<device>-<date>.json``.
 
 Compare at 1024x1024: there both snap the reference image to the same preferred Kontext resolution. At other sizes
