@@ -71,3 +71,13 @@ def test_the_attention_layout_check_times_both_layouts():
     check = load_bench().attention_layout_check("cpu", torch.float32, tokens=64, heads=2, head_dim=16, repeats=2)
     assert check["math_interleaved_ms"] > 0 and check["math_contiguous_ms"] > 0
     assert check["math_contiguous_tflops"] > 0
+
+
+def test_every_mode_the_gpu_script_runs_exists():
+    """A misspelt mode would stop the one GPU call of a session before anything is measured."""
+    import re
+
+    script = open(os.path.join(REPO, "benchmarks", "gpu_check.sh"), encoding="utf-8").read()
+    listed = ",".join(re.findall(r"^modes=(?:\$modes,)?(\S+)$", script, re.M)).split(",")
+    assert "lossless" in listed and "fp8" in listed
+    assert set(listed) <= set(load_bench().MODES)
