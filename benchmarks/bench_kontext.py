@@ -191,15 +191,14 @@ def run_serving(serving, args, image, sync):
 
 
 def step_seconds(transformer, kwargs: dict, sync, repeats: int = 3) -> tuple[float, Any]:
-    """Mean seconds of one transformer call on the captured step-one inputs, and its output."""
+    """Mean seconds of one transformer call on the captured step-one inputs, and its (last) output."""
+    outputs = []
+
+    def call() -> None:
+        outputs[:] = [transformer(**kwargs)[0]]
+
     with torch.inference_mode():
-        out = transformer(**kwargs)[0]
-        sync()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            out = transformer(**kwargs)[0]
-        sync()
-    return (time.perf_counter() - start) / repeats, out
+        return milliseconds(call, sync, repeats) / 1e3, outputs[0]
 
 
 # First match wins: Inductor names its kernels after the ops they fuse (e.g. "triton_red_fused__scaled_mm_..."), so
@@ -238,6 +237,11 @@ def profile_step(transformer, kwargs: dict, sync, path: Optional[str]) -> dict:
             "top_kernels": [[e.key[:100], round(e.self_device_time_total / 1e3, 2), e.count] for e in top]}
 
 
+def synchronizer(cuda: bool) -> Callable[[], None]:
+    """What waits for queued GPU work before a clock is read; nothing to wait for on the CPU."""
+    return torch.cuda.synchronize if cuda else (lambda: None)
+
+
 def milliseconds(call: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
     """Mean milliseconds of ``call`` after one warm-up call."""
     call()
@@ -261,7 +265,7 @@ def fused_gelu_check(device: str, dtype: torch.dtype, tokens: int = 8704, dim: i
     layer = torch.nn.Linear(dim, hidden, device=device, dtype=dtype)
     x = torch.randn(tokens, dim, device=device, dtype=dtype)
     fused = LinearGelu(layer)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = synchronizer(device.startswith("cuda"))
     with torch.inference_mode():
         got, pre = fused(x).float(), linear(x, layer.weight, layer.bias).float()
         return {"max_abs_diff_vs_tanh": float((got - gelu(pre, approximate="tanh")).abs().max()),
@@ -285,7 +289,7 @@ def attention_layout_check(device: str, dtype: torch.dtype, tokens: int = 8704, 
     cuda = device.startswith("cuda")
     backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION} if cuda else \
         {"math": SDPBackend.MATH}
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = synchronizer(cuda)
     flop = 4 * tokens * tokens * head_dim * heads
     result = {}
     with torch.inference_mode():
@@ -321,7 +325,7 @@ class Bench:
         self.cuda = torch.cuda.is_available() and not args.tiny
         self.device, self.dtype = ("cuda", torch.bfloat16) if self.cuda else ("cpu", torch.float32)
         self.build = build_tiny_pipeline if args.tiny else build_real_pipeline
-        self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
+        self.sync = synchronizer(self.cuda)
         self.image = input_image(args.resolution)
         self.step_inputs: Optional[dict] = None
         self.baseline_step_output = None
