@@ -17,17 +17,17 @@ from typing import Optional, Sequence
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
-from dataflow.engines.select import ENGINES, select_engine
+from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
-from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.io.atomic import atomic_open
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
+from dataflow.reports.gallery import MANIFEST_NAME, build_gallery_from_manifest
+from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.utils.storage import FileStorage
 
 BACKENDS = ("flux-kontext", "classic")
 OUTPUT_PREFIX = "edited"
-MANIFEST = "run.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
     add_acceleration_flags(run)
-    add("--engine", choices=ENGINES, default="local",
-        help="local: this machine (one process per GPU when several are visible); ray: a Ray cluster")
-    add("--devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu; default: the visible GPUs")
-    add("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
-    add("--workers", type=int, default=None, help="Ray actors (default: one per GPU in the cluster)")
+    add_engine_flags(run)
     add("--image-key", default="images")
     add("--conversation-key", default="conversations")
     add("--output-key", default="output_image")
@@ -90,8 +86,7 @@ def command_run(args: argparse.Namespace) -> int:
     storage = FileStorage(args.input, cache_path=args.out, file_name_prefix=OUTPUT_PREFIX,
                           skip_malformed_lines=args.skip_malformed_lines)
     serving = build_serving(args, ImageIO(save_path=args.out))
-    engine = select_engine(args.engine, serving, args.devices, args.ray_address, args.workers,
-                           uses_gpu=args.backend != "classic")
+    engine = engine_from_flags(args, serving, uses_gpu=args.backend != "classic")
     generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine)
     keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
                 output_image_key=args.output_key)
@@ -102,8 +97,6 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"done: {summary.generated} edited, {summary.reused} skipped (done earlier), {summary.failed} failed, "
           f"{summary.seconds:.1f} s", file=sys.stderr)
     if not args.no_gallery:
-        from dataflow.reports.gallery import build_gallery_from_manifest
-
         print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
     print(summary.output_path)
     return summary.exit_code
@@ -136,13 +129,11 @@ def write_manifest(args: argparse.Namespace) -> None:
         "conversation_key": args.conversation_key,
         "output_key": args.output_key,
     }
-    with atomic_open(os.path.join(args.out, MANIFEST)) as handle:
+    with atomic_open(os.path.join(args.out, MANIFEST_NAME)) as handle:
         json.dump(manifest, handle, indent=2)
 
 
 def command_gallery(args: argparse.Namespace) -> int:
-    from dataflow.reports.gallery import build_gallery_from_manifest
-
     if not os.path.isfile(args.output):
         raise InputError(f"output file not found: {args.output}")
     print(build_gallery_from_manifest(args.output))

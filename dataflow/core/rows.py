@@ -28,7 +28,7 @@ def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
         if len(value) != 1:
             raise RowError(f"'{key}' must hold exactly one image path, got a list of {len(value)}")
         value = value[0]
-    if _is_missing(value):
+    if is_missing(value):
         raise RowError(f"'{key}' is missing or null")
     if not isinstance(value, str):
         raise RowError(f"'{key}' must be a path string or a list of one, got {type(value).__name__}")
@@ -41,7 +41,7 @@ def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
 def instruction(row: Mapping[str, Any], key: str) -> str:
     """The last user message of the row's conversation, stripped."""
     conversation = row.get(key)
-    if _is_missing(conversation):
+    if is_missing(conversation):
         raise RowError(f"'{key}' is missing or null")
     if isinstance(conversation, str):
         raise RowError(f"'{key}' must be a list of messages, got a string")
@@ -63,7 +63,7 @@ def instruction(row: Mapping[str, Any], key: str) -> str:
 def row_key(row: Mapping[str, Any], image_key: str, conversation_key: str) -> str:
     """A stable identity: the ``id`` field if present, else a hash of the image value and the conversation."""
     row_id = row.get("id")
-    if not _is_missing(row_id) and not isinstance(row_id, (dict, list)):
+    if not is_missing(row_id) and not isinstance(row_id, (dict, list)):
         return f"id:{row_id}"
     payload = json.dumps([row.get(image_key), row.get(conversation_key)], sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
@@ -76,7 +76,7 @@ def _message_text(message: Mapping[str, Any], key: str) -> str:
         if not parts or not all(isinstance(p, str) for p in parts):
             raise RowError(f"the last user message in '{key}' must be a string or a list of text parts")
         content = " ".join(parts)
-    if _is_missing(content):
+    if is_missing(content):
         raise RowError(f"the last user message in '{key}' has no content")
     if not isinstance(content, str):
         raise RowError(f"the last user message in '{key}' must be a string, got {type(content).__name__}")
@@ -86,5 +86,6 @@ def _message_text(message: Mapping[str, Any], key: str) -> str:
     return " ".join(text.split())
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, or the NaN that pandas puts in an empty cell."""
     return value is None or (isinstance(value, float) and math.isnan(value))

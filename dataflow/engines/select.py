@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
@@ -33,3 +33,22 @@ def select_engine(name: str, serving: ImageEditServing, devices: Optional[str] =
     if devices:  # one device named explicitly: run here, on it
         serving.use_device("cpu" if chosen[0] == "cpu" else f"cuda:{chosen[0]}")
     return LocalEngine()
+
+
+def add_engine_flags(parser: Any, separator: str = "-") -> None:
+    """The engine flags, spelled ``--ray-address`` (the CLI) or ``--ray_address`` (``separator="_"``, the seed
+    script); ``engine_from_flags`` reads them back."""
+
+    def add(name: str, **kwargs) -> None:
+        parser.add_argument("--" + name.replace("_", separator), **kwargs)
+
+    add("engine", choices=ENGINES, default="local",
+        help="local: this machine (one process per GPU when several are visible); ray: a Ray cluster")
+    add("devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu; default: the visible GPUs")
+    add("ray_address", default=None, help="Ray cluster address (default: start a local Ray)")
+    add("workers", type=int, default=None, help="Ray actors (default: one per GPU in the cluster)")
+
+
+def engine_from_flags(args: Any, serving: ImageEditServing, uses_gpu: bool = True):
+    """``select_engine`` with the flags ``add_engine_flags`` defines, as parsed."""
+    return select_engine(args.engine, serving, args.devices, args.ray_address, args.workers, uses_gpu=uses_gpu)

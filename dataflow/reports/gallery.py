@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from urllib.parse import quote
 
 from dataflow.core.errors import InputError, RowError
 from dataflow.core.validation import check_positive_int
-from dataflow.core.rows import image_path, instruction
+from dataflow.core.rows import image_path, instruction, is_missing
 from dataflow.io.atomic import atomic_open, atomic_write_bytes
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
@@ -269,7 +268,7 @@ def _as_list(value: Any) -> list:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+    return is_missing(value) or value == ""
 
 
 def _text(value: Any) -> Optional[str]:

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
 from dataflow.cli.exits import run_main
-from dataflow.engines.select import ENGINES, select_engine
+from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
@@ -56,7 +56,7 @@ class ImageEditingPipeline:
             device=args.device,
             acceleration=Acceleration.from_flags(args),
         )
-        engine = select_engine(args.engine, self.serving, args.devices, args.ray_address, args.workers)
+        engine = engine_from_flags(args, self.serving)
         self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval,
                                                     engine=engine)
         self.keys = dict(input_image_key=args.input_image_key, input_conversation_key=args.input_conversation_key,
@@ -90,10 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     add_acceleration_flags(parser, separator="_")
     add("--save_interval", type=int, default=10, help="rows per durable checkpoint")
-    add("--engine", default="local", choices=ENGINES, help="local (one process per visible GPU) or ray")
-    add("--devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu")
-    add("--ray_address", default=None, help="Ray cluster address (default: start a local Ray)")
-    add("--workers", type=int, default=None, help="Ray actors (default: one per GPU)")
+    add_engine_flags(parser, separator="_")
     add("--input_image_key", default="images")
     add("--input_conversation_key", default="conversations")
     add("--output_image_key", default="output_image")
