@@ -67,11 +67,13 @@ MODES = {
     "fp8+first_block_cache": dict(fp8=True, first_block_cache=0.08),
     # Lossless candidates not yet measured on a GPU (opt-in in Acceleration until they are).
     "lossless+all": dict(fuse_gelu=True, split_proj_out=True, cuda_graphs=True, compile_vae=True),
+    "lossless+fused": dict(fuse_gelu=True, split_proj_out=True, compile_vae=True),  # all but CUDA graphs: fast compile
     "lossless+fuse_gelu": dict(fuse_gelu=True),
     "lossless+split_proj_out": dict(split_proj_out=True),
     "lossless+cuda_graphs": dict(cuda_graphs=True),  # whole-transformer compile: ~85 s on an H200
     "lossless+compile_vae": dict(compile_vae=True),
     "fp8+all": dict(fp8=True, fuse_gelu=True, split_proj_out=True, cuda_graphs=True, compile_vae=True),
+    "fp8+fused": dict(fp8=True, fuse_gelu=True, split_proj_out=True, compile_vae=True),
     "lossless+tune_kernels": dict(tune_kernels=True),  # ~200 s to compile on an H200: last
     "fp8+tune_kernels": dict(fp8=True, tune_kernels=True),
 }
