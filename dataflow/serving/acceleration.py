@@ -1,11 +1,11 @@
 """Speed and memory options for the FLUX.1 Kontext pipeline.
 
-Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, and
-regional compilation of the repeated transformer blocks. Lossless, opt-in until a GPU run shows they pay: the MLP's
-GELU in the GEMM epilogue, the single-stream blocks' output projection split in two, the whole transformer compiled
-and replayed as CUDA graphs, the VAE compiled. Lossy
-(opt-in): FP8 linear layers in the transformer blocks, and diffusers' first-block cache. Memory (opt-in, for smaller
-GPUs): model CPU offload, group offload.
+Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, regional
+compilation of the repeated transformer blocks, the MLP's GELU in the GEMM epilogue and the single-stream blocks'
+output projection split in two (these two not with offloading, where they are unmeasured). Lossless, opt-in because
+they trade start-up time for little (measured on an H200, ``benchmarks/results``): the whole transformer compiled and
+replayed as CUDA graphs, the VAE compiled. Lossy (opt-in): FP8 linear layers in the transformer blocks, and
+diffusers' first-block cache. Memory (opt-in, for smaller GPUs): model CPU offload, group offload.
 
 Compilation is off by default with the first-block cache and with group offload: both wrap every block in a hook
 that ``fullgraph`` compilation cannot trace (the cache's decision is a ``torch.compiler.disable``d function, the
@@ -42,13 +42,15 @@ class Acceleration:
             default SDPA).
         tune_kernels: coordinate-descent tuning of the compiled kernels' launch configurations: a longer compile,
             the same arithmetic.
-        fuse_gelu: compute each MLP's first linear and its tanh GELU in one cuBLASLt call (``fused_gelu``).
+        fuse_gelu: compute each MLP's first linear and its tanh GELU in one cuBLASLt call (``fused_gelu``; None:
+            on CUDA without offloading).
         split_proj_out: in the single-stream blocks, project the attention and MLP parts with their halves of
-            ``proj_out`` instead of concatenating them first (``single_block``).
+            ``proj_out`` instead of concatenating them first (``single_block``; None: on CUDA without offloading).
         cuda_graphs: compile the whole transformer instead of its blocks and replay each step as CUDA graphs,
-            which removes the launch gaps between kernels. Recompiles for each new image size; no offloading or
-            first-block cache.
-        compile_vae: compile the VAE's encoder and decoder (one reference encode and one decode per image).
+            which removes the launch gaps between kernels: ~1 % faster per image, ~30 s longer first call on an
+            H200. Recompiles for each new image size; no offloading or first-block cache.
+        compile_vae: compile the VAE's encoder and decoder (one reference encode and one decode per image): about
+            0.08 s less per image, ~28 s longer first call on an H200, and a recompile per new image size.
         fp8: FP8 linear layers in the transformer blocks (lossy; NVIDIA GPUs with FP8 support): True for the
             default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
@@ -61,8 +63,8 @@ class Acceleration:
     compile: Optional[bool] = None
     attention_backend: Optional[str] = None
     tune_kernels: bool = False
-    fuse_gelu: bool = False
-    split_proj_out: bool = False
+    fuse_gelu: Optional[bool] = None
+    split_proj_out: Optional[bool] = None
     cuda_graphs: bool = False
     compile_vae: bool = False
     fp8: Union[bool, str] = False
@@ -104,6 +106,14 @@ class Acceleration:
             return None
         return DEFAULT_FP8_SCALING if self.fp8 is True else self.fp8
 
+    def rewrites(self, cuda: bool) -> dict:
+        """Which layer rewrites apply: the fused QKV projections (default: on CUDA), the split output projection
+        and the GELU epilogue (default: on CUDA without offloading, the only setting they were measured in)."""
+        plain_cuda = cuda and self.offload is None
+        return {"fuse_qkv": _enabled(self.fuse_qkv, cuda),
+                "split_proj_out": _enabled(self.split_proj_out, plain_cuda),
+                "fuse_gelu": _enabled(self.fuse_gelu, plain_cuda)}
+
     def compile_plan(self, cuda: bool) -> Optional[dict]:
         """How to compile the transformer, or None not to.
 
@@ -139,9 +149,12 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     add("no_compile", action="store_true", help="skip regional torch.compile (saves ~20 s start-up)")
     add("tune_kernels", action="store_true",
         help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
-    add("fuse_gelu", action="store_true", help="each MLP's linear and GELU in one cuBLASLt call (lossless)")
-    add("split_proj_out", action="store_true",
-        help="single-stream blocks project attention and MLP separately instead of concatenating (lossless)")
+    def switch(name: str, help: str) -> None:  # --name / --no-name, None when neither is given: the default
+        add(name, action="store_true", default=None, help=help + " (lossless; default: on CUDA without offloading)")
+        add("no_" + name, dest=name, action="store_false", help=f"turn {('--' + name).replace('_', separator)} off")
+
+    switch("fuse_gelu", "each MLP's linear and GELU in one cuBLASLt call")
+    switch("split_proj_out", "single-stream blocks project attention and MLP separately instead of concatenating")
     add("cuda_graphs", action="store_true",
         help="compile the whole transformer and replay its steps as CUDA graphs (lossless; recompiles per size)")
     add("compile_vae", action="store_true", help="compile the VAE encoder and decoder (lossless)")
@@ -183,14 +196,14 @@ def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
     """The options that replace layers of ``pipe.transformer``: fused QKV projections, the split output projection
     of the single-stream blocks, FP8 linears (after the split, so that both halves are converted), GELU fused into
     the linear before it (after FP8, so only layers left in bf16 are fused)."""
-    cuda = device.startswith("cuda")
+    rewrites = options.rewrites(device.startswith("cuda"))
     transformer = pipe.transformer
     applied = []
-    if _enabled(options.fuse_qkv, cuda):
+    if rewrites["fuse_qkv"]:
         transformer.fuse_qkv_projections()
         drop_unfused_projections(transformer)
         applied.append("fuse_qkv")
-    if options.split_proj_out:
+    if rewrites["split_proj_out"]:
         from dataflow.serving.single_block import split_single_block_projections
 
         applied.append(f"split_proj_out={split_single_block_projections(transformer)}")
@@ -200,7 +213,7 @@ def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
         blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
         converted = sum(convert_linears_to_fp8(block, options.fp8_scaling, skip=is_modulation) for block in blocks)
         applied.append(f"fp8_linears={converted} ({options.fp8_scaling})")
-    if options.fuse_gelu:
+    if rewrites["fuse_gelu"]:
         from dataflow.serving.fused_gelu import fuse_gelu_linears
 
         applied.append(f"fused_gelu_linears={fuse_gelu_linears(transformer)}")

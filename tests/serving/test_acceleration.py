@@ -108,6 +108,33 @@ def test_compilation_on_cuda_follows_the_options(options, plan):
     assert Acceleration(**options).compile_plan(cuda=True) == plan
 
 
+@pytest.mark.parametrize("options, cuda, expected", [
+    ({}, True, {"fuse_qkv": True, "split_proj_out": True, "fuse_gelu": True}),  # the measured lossless defaults
+    ({}, False, {"fuse_qkv": False, "split_proj_out": False, "fuse_gelu": False}),
+    ({"offload": "group"}, True, {"fuse_qkv": True, "split_proj_out": False, "fuse_gelu": False}),
+    ({"fuse_gelu": False, "split_proj_out": False}, True, {"fuse_qkv": True, "split_proj_out": False,
+                                                            "fuse_gelu": False}),
+    ({"fuse_gelu": True, "offload": "model"}, True, {"fuse_qkv": True, "split_proj_out": False, "fuse_gelu": True}),
+])
+def test_layer_rewrites_follow_the_device_and_the_options(options, cuda, expected):
+    assert Acceleration(**options).rewrites(cuda) == expected
+
+
+def test_the_rewrites_that_default_on_can_be_turned_off_from_the_command_line():
+    import argparse
+
+    from dataflow.serving.acceleration import add_acceleration_flags
+
+    for separator in "-_":
+        parser = argparse.ArgumentParser()
+        add_acceleration_flags(parser, separator)
+        default = Acceleration.from_flags(parser.parse_args([]))
+        off = Acceleration.from_flags(parser.parse_args([f"--no{separator}fuse{separator}gelu",
+                                                         f"--no{separator}split{separator}proj{separator}out"]))
+        assert default.rewrites(cuda=True)["fuse_gelu"] and default.rewrites(cuda=True)["split_proj_out"]
+        assert not off.rewrites(cuda=True)["fuse_gelu"] and not off.rewrites(cuda=True)["split_proj_out"]
+
+
 def test_nothing_compiles_on_the_cpu_unless_asked():
     assert Acceleration().compile_plan(cuda=False) is None
     assert Acceleration(compile=True).compile_plan(cuda=False) == {"scope": "blocks", "fullgraph": True}
