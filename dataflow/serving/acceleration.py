@@ -43,7 +43,7 @@ class Acceleration:
         tune_kernels: coordinate-descent tuning of the compiled kernels' launch configurations: a longer compile,
             the same arithmetic.
         fuse_gelu: compute each MLP's first linear and its tanh GELU in one cuBLASLt call (``fused_gelu``; None:
-            on CUDA without offloading).
+            on CUDA without offloading or FP8).
         split_proj_out: in the single-stream blocks, project the attention and MLP parts with their halves of
             ``proj_out`` instead of concatenating them first (``single_block``; None: on CUDA without offloading).
         cuda_graphs: compile the whole transformer instead of its blocks and replay each step as CUDA graphs,
@@ -108,11 +108,12 @@ class Acceleration:
 
     def rewrites(self, cuda: bool) -> dict:
         """Which layer rewrites apply: the fused QKV projections (default: on CUDA), the split output projection
-        and the GELU epilogue (default: on CUDA without offloading, the only setting they were measured in)."""
+        and the GELU epilogue (default: on CUDA without offloading, the only setting they were measured in; the
+        epilogue also not with FP8, whose layers take those linears and fuse the GELU into their quantization)."""
         plain_cuda = cuda and self.offload is None
         return {"fuse_qkv": _enabled(self.fuse_qkv, cuda),
                 "split_proj_out": _enabled(self.split_proj_out, plain_cuda),
-                "fuse_gelu": _enabled(self.fuse_gelu, plain_cuda)}
+                "fuse_gelu": _enabled(self.fuse_gelu, plain_cuda and not self.fp8_scaling)}
 
     def compile_plan(self, cuda: bool) -> Optional[dict]:
         """How to compile the transformer, or None not to.
@@ -149,12 +150,13 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     add("no_compile", action="store_true", help="skip regional torch.compile (saves ~20 s start-up)")
     add("tune_kernels", action="store_true",
         help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
-    def switch(name: str, help: str) -> None:  # --name / --no-name, None when neither is given: the default
-        add(name, action="store_true", default=None, help=help + " (lossless; default: on CUDA without offloading)")
+    def switch(name: str, help: str, default: str) -> None:  # --name / --no-name; neither given: None, the default
+        add(name, action="store_true", default=None, help=f"{help} (lossless; default: {default})")
         add("no_" + name, dest=name, action="store_false", help=f"turn {('--' + name).replace('_', separator)} off")
 
-    switch("fuse_gelu", "each MLP's linear and GELU in one cuBLASLt call")
-    switch("split_proj_out", "single-stream blocks project attention and MLP separately instead of concatenating")
+    switch("fuse_gelu", "each MLP's linear and GELU in one cuBLASLt call", "on CUDA without offloading or FP8")
+    switch("split_proj_out", "single-stream blocks project attention and MLP separately instead of concatenating",
+           "on CUDA without offloading")
     add("cuda_graphs", action="store_true",
         help="compile the whole transformer and replay its steps as CUDA graphs (lossless; recompiles per size)")
     add("compile_vae", action="store_true", help="compile the VAE encoder and decoder (lossless)")

@@ -115,6 +115,7 @@ def test_compilation_on_cuda_follows_the_options(options, plan):
     ({"fuse_gelu": False, "split_proj_out": False}, True, {"fuse_qkv": True, "split_proj_out": False,
                                                             "fuse_gelu": False}),
     ({"fuse_gelu": True, "offload": "model"}, True, {"fuse_qkv": True, "split_proj_out": False, "fuse_gelu": True}),
+    ({"fp8": True}, True, {"fuse_qkv": True, "split_proj_out": True, "fuse_gelu": False}),  # FP8 takes those linears
 ])
 def test_layer_rewrites_follow_the_device_and_the_options(options, cuda, expected):
     assert Acceleration(**options).rewrites(cuda) == expected
