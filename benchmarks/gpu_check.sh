@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the `device` tool): install the carried wheels, run every benchmark mode,
-# and leave the JSON (<device>-<date>.json, ready to commit under benchmarks/results/) and the kernel tables of
-# the profiled modes in $OUT. The JSON is rewritten after every mode, so a run cut short keeps what it measured.
+# and leave the JSON (<device>-<date>.json, ready to commit under benchmarks/results/), the GPU clock log and the
+# kernel tables of the profiled modes (profiles.tar.gz) in $OUT. The JSON is rewritten after every mode, so a run cut short keeps what it measured.
 #
 # Here, before the call (the GPU image has torch 2.11, transformers, accelerate, but not diffusers):
 #   echo /.whl/ >> .git/info/exclude
@@ -42,4 +42,6 @@ timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/bench_kontext.py --warmup-ste
     --modes "$modes" --out "$out_dir/${name}-$(date +%F).json" "$@"
 echo "bench exit code $?"
 kill "$sampler" 2>/dev/null
+# The device tool returns at most 8 files from $OUT: one archive for all the kernel tables.
+(cd "$out_dir" && tar czf profiles.tar.gz profile-*.txt && rm -f profile-*.txt)
 nvidia-smi --query-gpu=clocks.sm,temperature.gpu,power.draw --format=csv,noheader
