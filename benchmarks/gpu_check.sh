@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the `device` tool): install the carried wheels, run every benchmark mode,
 # and leave the JSON (<device>-<date>.json, ready to commit under benchmarks/results/), the GPU clock log and the
-# kernel tables of the profiled modes (profiles.tar.gz) in $OUT. The JSON is rewritten after every mode, so a run cut short keeps what it measured.
+# kernel tables of the profiled modes (profiles.tar.gz) in $OUT. The JSON is rewritten after every mode, so a run
+# cut short keeps what it measured.
 #
 # Here, before the call (the GPU image has torch 2.11, transformers, accelerate, but not diffusers):
 #   echo /.whl/ >> .git/info/exclude
