@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import torch
 
@@ -126,13 +127,13 @@ def compile_numerics(double: int, single: int) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="length of the sustained GEMM run")
     parser.add_argument("--double", type=int, default=2)
     parser.add_argument("--single", type=int, default=4)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU")
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}

@@ -9,22 +9,26 @@ pytest.importorskip("diffusers")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_kontext", os.path.join(REPO, "benchmarks", "bench_kontext.py"))
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def load_bench():
+    return load_script("bench_kontext")
+
+
 def test_tiny_benchmark_reports_every_mode_and_lossless_parity(tmp_path):
     out = tmp_path / "result.json"
     result = load_bench().main(["--tiny", "--modes", "lossless,fp8,first_block_cache,offload_model,"
-                                "lossless+fuse_gelu",
+                                "lossless+fused",
                                 "--out", str(out)])
     assert result["steps"] == 2 and result["baseline_s_per_image"] > 0
     assert result["modes"]["lossless"]["max_abs_diff_vs_baseline"] <= 0.02
     assert result["modes"]["lossless"]["step_rel_l2_vs_baseline"] <= 1e-3  # one step on the same inputs
-    assert result["modes"]["lossless+fuse_gelu"]["max_abs_diff_vs_baseline"] <= 0.02
+    assert result["modes"]["lossless+fused"]["max_abs_diff_vs_baseline"] <= 0.02  # GELU epilogue, split proj_out
     fp8 = result["modes"]["fp8"]
     assert "error" not in fp8 and fp8["s_per_image"] > 0 and 0 < fp8["step_rel_l2_vs_baseline"] < 0.05
     assert "error" not in result["modes"]["first_block_cache"]
@@ -81,3 +85,10 @@ def test_every_mode_the_gpu_script_runs_exists():
     listed = ",".join(re.findall(r"^modes=(?:\$modes,)?(\S+)$", script, re.M)).split(",")
     assert "lossless" in listed and "fp8" in listed
     assert set(listed) <= set(load_bench().MODES)
+
+
+@pytest.mark.skipif(pytest.importorskip("torch").cuda.is_available(), reason="checks the refusal on a CPU machine")
+def test_the_gpu_diagnostics_refuse_a_machine_without_cuda(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("gpu_diagnostics").main([])
+    assert exit_info.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
