@@ -82,6 +82,13 @@ def test_first_block_cache_runs_inside_the_cache_context(tiny_model_dir):
     assert serving.fingerprint()["first_block_cache"] == 0.1
 
 
+def test_first_block_cache_wraps_the_rewritten_blocks(tiny_model_dir):
+    """On CUDA the rewrites are on by default: with the cache on top they must run and keep the pixels."""
+    _, plain = edit(tiny_model_dir, first_block_cache=0.1)
+    _, rewritten = edit(tiny_model_dir, first_block_cache=0.1, fuse_gelu=True, split_proj_out=True)
+    assert np.abs(rewritten - plain).max() <= 0.02
+
+
 @pytest.mark.parametrize("options, fragment", [({"offload": "disk"}, "offload must be"),
                                                ({"first_block_cache": 2.0}, "threshold in"),
                                                ({"fp8": "blockwise"}, "fp8 must be True, False or one of"),
