@@ -363,7 +363,7 @@ class Bench:
         try:
             return self._step_metrics(transformer, name)
         except Exception as exc:  # a step-level figure failing must not lose the mode's per-image figures
-            return {"step_error": f"{type(exc).__name__}: {exc}"[:1000]}
+            return {"step_error": failure(exc)}
 
     def _step_metrics(self, transformer, name: str) -> dict:
         seconds, out = step_seconds(transformer, self.step_inputs, self.sync)
@@ -415,9 +415,14 @@ class Bench:
                 result.update(self.step_metrics(serving.pipe.transformer, name))
             return result
         except Exception as exc:  # one mode failing (say, fp8 on a GPU without it) must not hide the others
-            return {"options": options, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            return {"options": options, "error": failure(exc, 2000)}
         finally:
             serving = pipe = None
+
+
+def failure(exc: Exception, limit: int = 1000) -> str:
+    """How a failed mode or check is recorded in the JSON: the exception's type and message, cut to ``limit``."""
+    return f"{type(exc).__name__}: {exc}"[:limit]
 
 
 def write(result: dict, path: Optional[str]) -> None:
@@ -475,7 +480,7 @@ def main(argv: Optional[list] = None) -> dict:
             try:
                 result["kernel_checks"][name] = check(bench.device, bench.dtype)
             except Exception as exc:  # a failed check must not cost the modes
-                result["kernel_checks"][name] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+                result["kernel_checks"][name] = {"error": failure(exc)}
     result["modes"] = {}
     write(result, args.out)
     for name in modes:

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_kontext import TEXT_DIM, TEXT_TOKENS, TRANSFORMER, POOLED_DIM, relative_l2  # noqa: E402
+from bench_kontext import POOLED_DIM, TEXT_DIM, TEXT_TOKENS, TRANSFORMER, failure, relative_l2, write  # noqa: E402
 from diffusers import FluxTransformer2DModel  # noqa: E402
 
 from dataflow.serving.graphed_forward import GraphedForward  # noqa: E402
@@ -142,10 +142,8 @@ def main(argv: Optional[list] = None) -> None:
         try:
             result[name] = check()
         except Exception as exc:  # one failed check must not cost the other
-            result[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-        if args.out:
-            with open(args.out, "w", encoding="utf-8") as handle:
-                json.dump({"command": " ".join(["python", *sys.argv]), **result}, handle, indent=2)
+            result[name] = {"error": failure(exc, 2000)}
+        write(result, args.out)
     print(json.dumps(result))
 
 
