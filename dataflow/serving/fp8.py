@@ -45,8 +45,11 @@ class Fp8Linear(nn.Module):
         weight, scale = quantize(linear.weight.detach(), self.rowwise)
         # _scaled_mm wants its second operand column-major: the transpose of a row-major (out, in) matrix is.
         # Its scale is then (1, out) for rowwise: one per output channel.
-        self.register_buffer("weight_fp8", weight)
-        self.register_buffer("weight_scale", scale.reshape(1, -1) if self.rowwise else scale)
+        # Parameters, not buffers: diffusers' group offload with a CUDA stream (0.42) returns a block's parameters
+        # to the CPU after use but leaves its modules' buffers on the GPU (an H100 run peaked at 10.6 GiB with
+        # FP8 against 2.5 GiB without).
+        self.weight_fp8 = nn.Parameter(weight, requires_grad=False)
+        self.weight_scale = nn.Parameter(scale.reshape(1, -1) if self.rowwise else scale, requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

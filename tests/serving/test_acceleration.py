@@ -243,3 +243,14 @@ def test_a_block_that_computes_something_else_is_left_unchanged(tiny_model_dir, 
         assert split_single_block_projections(transformer) == 0
     assert "differs from diffusers'" in caplog.text
     assert all(hasattr(block, "proj_out") for block in transformer.single_transformer_blocks)
+
+
+@pytest.mark.parametrize("scaling", ["tensorwise", "rowwise"])
+def test_fp8_weights_are_parameters_so_group_offload_moves_them(scaling):
+    """diffusers' stream-based group offload returns parameters to the CPU after a block runs but leaves module
+    buffers on the GPU; FP8 weights held as buffers stayed there (10.6 GiB peak on an H100 instead of ~2.5)."""
+    layer = Fp8Linear(torch.nn.Linear(64, 48), scaling)
+    assert dict(layer.named_buffers()) == {}
+    params = dict(layer.named_parameters())
+    assert params["weight_fp8"].dtype == torch.float8_e4m3fn and params["weight_fp8"].shape == (48, 64)
+    assert not any(p.requires_grad for p in params.values())
