@@ -52,10 +52,7 @@ def test_the_results_table_lists_every_mode(tmp_path):
                         "offload_group": {"error": "KeyError: x\nmore"}}}
     path = tmp_path / "r.json"
     path.write_text(json.dumps(result))
-    spec = importlib.util.spec_from_file_location("results_table", os.path.join(REPO, "benchmarks", "results_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    rows = module.table(str(path)).splitlines()
+    rows = load_script("results_table").table(str(path)).splitlines()
     assert rows[4].startswith("| baseline") and "| lossless | 1.00 | 2.00 |" in rows[5]
     assert rows[6] == "| offload_group | not measured: KeyError: x | | | | | |"
 
@@ -75,6 +72,19 @@ def test_the_attention_layout_check_times_both_layouts():
     check = load_bench().attention_layout_check("cpu", torch.float32, tokens=64, heads=2, head_dim=16, repeats=2)
     assert check["math_interleaved_ms"] > 0 and check["math_contiguous_ms"] > 0
     assert check["math_contiguous_tflops"] > 0
+
+
+def test_the_readme_holds_the_table_of_every_committed_gpu_run():
+    """The README's speed figures are built from benchmarks/results: a run committed without its table, or a table
+    edited by hand, would show users figures no run produced."""
+    import glob
+
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    paths = sorted(glob.glob(os.path.join(REPO, "benchmarks", "results", "*.json")))
+    assert paths
+    tables = load_script("results_table")
+    for path in paths:
+        assert tables.table(path) in readme, f"README lacks the table of {os.path.basename(path)}"
 
 
 def test_every_mode_the_gpu_script_runs_exists():
