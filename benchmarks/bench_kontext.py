@@ -67,7 +67,8 @@ MODES = {
     "first_block_cache": dict(first_block_cache=0.08),
     "fp8+first_block_cache": dict(fp8=True, first_block_cache=0.08),
     # The lossless options one by one and together, each forced on (so also on the CPU); CUDA graphs and the VAE
-    # compile stay opt-in: ~1 % each for a longer first call (H200, 2026-11-26).
+    # compile stay opt-in: 1-3 % per image each for a longer first call and a recompile per image size (H100 and
+    # H200, 2026-11-26).
     "lossless+all": dict(fuse_gelu=True, split_proj_out=True, cuda_graphs=True, compile_vae=True),
     "lossless+fused": dict(fuse_gelu=True, split_proj_out=True, compile_vae=True),  # all but CUDA graphs: fast compile
     "lossless+fuse_gelu": dict(fuse_gelu=True),

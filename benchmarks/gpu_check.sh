@@ -11,16 +11,16 @@
 # then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
 #
 # The default modes: the defaults (lossless, fp8) first, so that a run cut short still holds both targets of issue
-# 5, then the lossless defaults without the two rewrites that became defaults on 2026-11-26 (their gain in this
-# run), the opt-in extras (VAE compile; with CUDA graphs, whole-transformer compile), and the memory modes for
-# 24 GB cards.
-# Measured on an H200 (2026-11-26): baseline ~30 s; lossless, fp8 ~25-30 s each; +compile_vae ~60 s; +cuda_graphs
-# ~125 s (lossless) / ~195 s (fp8); offload_model ~95 s, offload_group ~90 s. The +tune_kernels modes compile
-# ~200 s each, so they run only when named:
+# 5, then every lossless option (+all: CUDA graphs and the VAE compile), FP8 with the VAE compile, FP8 with group
+# offload (its weights stay off the GPU since 2026-11-26: measure its peak again), and the memory modes for 24 GB
+# cards. Measured on an H100 (2026-11-26, 538 s for baseline + 9 modes): baseline ~40 s with the pipeline build;
+# lossless ~30 s, fp8 ~22 s; lossless+all ~120 s (~85 s with Inductor's cache warm); fp8+fused ~17 s;
+# offload_group ~87 s, fp8+offload_group ~65 s, offload_model ~80 s; lossless+fused ~50 s. The +tune_kernels modes
+# compile ~200 s each, so they run only when named:
 #   bash benchmarks/gpu_check.sh --modes lossless+tune_kernels   (a later --modes replaces the default one)
-# The H200 was held at its 700 W power cap in every mode (clocks_event_reasons 0x4 in gpu-clocks.csv). An H100 has
-# the same compute and power cap but less memory bandwidth, which slows the baseline's memory-bound kernels more
-# than the fast path's: run it there with run(kind="nvidia-h100-x1", ...).
+# Both cards were held at their 700 W power cap (clocks_event_reasons 0x4 in gpu-clocks.csv). The H100 has less
+# memory bandwidth, which slows the baseline's memory-bound kernels more than the fast path's: 1.36x lossless there
+# against 1.31x on the H200. Prefer run(kind="nvidia-h100-x1", ...) for the figures issue 5 asks for.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
@@ -38,7 +38,7 @@ while :; do
     sleep 1
 done > "$out_dir/gpu-clocks.csv" 2>/dev/null &
 sampler=$!
-modes=lossless,fp8,lossless_unfused,lossless+compile_vae,offload_group,fp8+offload_group,lossless+all,offload_model
+modes=lossless,fp8,lossless+all,fp8+fused,fp8+offload_group,offload_group,offload_model,lossless+fused
 timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/bench_kontext.py --warmup-steps 2 --profile-dir "$out_dir" \
     --modes "$modes" --out "$out_dir/${name}-$(date +%F).json" "$@"
 echo "bench exit code $?"

@@ -3,9 +3,10 @@
 Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, regional
 compilation of the repeated transformer blocks, the MLP's GELU in the GEMM epilogue and the single-stream blocks'
 output projection split in two (these two not with offloading, where they are unmeasured). Lossless, opt-in because
-they trade start-up time for little (measured on an H200, ``benchmarks/results``): the whole transformer compiled and
-replayed as CUDA graphs, the VAE compiled. Lossy (opt-in): FP8 linear layers in the transformer blocks, and
-diffusers' first-block cache. Memory (opt-in, for smaller GPUs): model CPU offload, group offload.
+they compile again for every new image size and add 20-45 s to the first call, for 1-3 % per image (H100 and H200,
+``benchmarks/results``): the whole transformer compiled and replayed as CUDA graphs, the VAE compiled. Lossy
+(opt-in): FP8 linear layers in the transformer blocks, and diffusers' first-block cache. Memory (opt-in, for smaller
+GPUs): model CPU offload, group offload.
 
 Compilation is off by default with the first-block cache and with group offload: both wrap every block in a hook
 that ``fullgraph`` compilation cannot trace (the cache's decision is a ``torch.compiler.disable``d function, the
@@ -47,10 +48,10 @@ class Acceleration:
         split_proj_out: in the single-stream blocks, project the attention and MLP parts with their halves of
             ``proj_out`` instead of concatenating them first (``single_block``; None: on CUDA without offloading).
         cuda_graphs: compile the whole transformer instead of its blocks and replay each step as CUDA graphs,
-            which removes the launch gaps between kernels: ~1 % faster per image, ~30 s longer first call on an
-            H200. Recompiles for each new image size; no offloading or first-block cache.
-        compile_vae: compile the VAE's encoder and decoder (one reference encode and one decode per image): about
-            0.08 s less per image, ~28 s longer first call on an H200, and a recompile per new image size.
+            which removes the launch gaps between kernels: 2.5 % faster per image on an H100 (1 % on an H200),
+            ~30-45 s longer first call. Recompiles for each new image size; no offloading or first-block cache.
+        compile_vae: compile the VAE's encoder and decoder (one reference encode and one decode per image): 0.04-0.08 s
+            less per image, a 21-28 s longer first call (H100, H200), and a recompile per new image size.
         fp8: FP8 linear layers in the transformer blocks (lossy; NVIDIA GPUs with FP8 support): True for the
             default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
