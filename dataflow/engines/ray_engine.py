@@ -119,7 +119,10 @@ class RayEngine:
             batch_format="pyarrow",
             num_gpus=gpus,
         )
-        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        # No driver-side prefetching: records are a few fields per row, and Ray Data's prefetcher thread outlives an
+        # iterator closed early (a stop request), then calls ray.wait during or after ray.shutdown, which can kill
+        # the driver before it reports the saved progress.
+        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             yield from table.to_pylist()
 
     def _pool(self, ray, num_batches: int) -> tuple[int, float]:
