@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from dataflow.core.errors import InputError
+from dataflow.core.flags import flag_adder
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.local import LocalEngine
 from dataflow.engines.multiprocess import MultiProcessEngine, parse_devices, visible_gpus
@@ -38,10 +39,7 @@ def select_engine(name: str, serving: ImageEditServing, devices: Optional[str] =
 def add_engine_flags(parser: Any, separator: str = "-") -> None:
     """The engine flags, spelled ``--ray-address`` (the CLI) or ``--ray_address`` (``separator="_"``, the seed
     script); ``engine_from_flags`` reads them back."""
-
-    def add(name: str, **kwargs) -> None:
-        parser.add_argument("--" + name.replace("_", separator), **kwargs)
-
+    add = flag_adder(parser, separator)
     add("engine", choices=ENGINES, default="local",
         help="local: this machine (one process per GPU when several are visible); ray: a Ray cluster")
     add("devices", default=None, help="local engine: GPU ids (0,1,...) or cpu,cpu; default: the visible GPUs")

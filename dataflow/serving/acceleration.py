@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from dataflow.core.errors import InputError
+from dataflow.core.flags import flag_adder, flag_name
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -138,10 +139,7 @@ class Acceleration:
 def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     """The speed flags, spelled ``--first-block-cache`` (the CLI) or ``--first_block_cache`` (``separator="_"``, the
     seed script); ``Acceleration.from_flags`` reads them back."""
-
-    def add(name: str, **kwargs) -> None:
-        parser.add_argument("--" + name.replace("_", separator), **kwargs)
-
+    add = flag_adder(parser, separator)
     add("fp8", action="store_true", help="FP8 linear layers (lossy, faster on Hopper-class GPUs)")
     add("fp8_scaling", choices=FP8_SCALINGS, default=None,
         help="FP8 scales per tensor or per row (token and output channel); implies --fp8")
@@ -153,7 +151,7 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
         help="coordinate-descent tuning of the compiled kernels (longer start-up, lossless)")
     def switch(name: str, help: str, default: str) -> None:  # --name / --no-name; neither given: None, the default
         add(name, action="store_true", default=None, help=f"{help} (lossless; default: {default})")
-        add("no_" + name, dest=name, action="store_false", help=f"turn {('--' + name).replace('_', separator)} off")
+        add("no_" + name, dest=name, action="store_false", help=f"turn {flag_name(name, separator)} off")
 
     switch("fuse_gelu", "each MLP's linear and GELU in one cuBLASLt call", "on CUDA without offloading or FP8")
     switch("split_proj_out", "single-stream blocks project attention and MLP separately instead of concatenating",
