@@ -20,8 +20,8 @@ from typing import Any, Mapping, Optional
 from urllib.parse import quote
 
 from dataflow.core.errors import InputError, RowError
-from dataflow.core.validation import check_positive_int
 from dataflow.core.rows import image_path, instruction, is_missing
+from dataflow.core.validation import check_positive_int
 from dataflow.io.atomic import atomic_open, atomic_write_bytes
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
