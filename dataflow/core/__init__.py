@@ -1,6 +1,6 @@
 """Core types shared by storage, serving, operators and engines."""
 
-from dataflow.core.errors import DataflowError, InputError, ModelLoadError, RowError, RunInterrupted
+from dataflow.core.errors import DataflowError, InputError, ModelLoadError, RowError, RunInterrupted, ServiceError
 from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.serving import ImageEditServing
 
@@ -10,6 +10,7 @@ __all__ = [
     "ModelLoadError",
     "RowError",
     "RunInterrupted",
+    "ServiceError",
     "EditRequest",
     "EditResult",
     "ImageEditServing",

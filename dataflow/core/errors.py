@@ -16,6 +16,11 @@ class ModelLoadError(DataflowError):
     """The model could not be found, downloaded or loaded."""
 
 
+class ServiceError(DataflowError):
+    """A remote service refused the run itself (a bad key, an unknown model or URL): every row would fail the same
+    way, so the run stops after the requests already in flight, keeping what finished."""
+
+
 class RowError(DataflowError):
     """One row cannot be processed. The run records the message in that row and goes on."""
 

@@ -15,15 +15,22 @@ class EditRequest:
 
     Args:
         key: the row's identity; servings seed their randomness from it, never from batch position.
-        image: the decoded RGB reference image.
+        image: the decoded RGB reference image (the first one, when the row has several).
         instruction: the edit to apply, in plain language.
         num_images: how many edited images to produce for this row.
+        more_images: the row's further reference images, in order, for backends that take several.
     """
 
     key: str
     image: "Image.Image"
     instruction: str
     num_images: int = 1
+    more_images: tuple = ()
+
+    @property
+    def images(self) -> list:
+        """Every reference image of the row, in order; the output keeps the first one's aspect ratio."""
+        return [self.image, *self.more_images]
 
 
 @dataclass

@@ -18,10 +18,16 @@ class ImageEditServing(ABC):
     Subclasses set ``batch_size`` and ``num_images_per_request`` and implement ``edit``. A problem with one row
     (say, an instruction the backend cannot do) is returned as an ``EditResult`` with ``error`` set; an exception
     means the backend itself failed.
+
+    ``concurrency`` > 1 lets an engine run that many ``edit`` calls at once from threads of one process (remote
+    APIs, where a call waits on the network); such a serving's ``edit`` must be thread-safe. ``max_input_images``
+    is how many reference images one row may have (None: no limit); rows with more fail before any work.
     """
 
     batch_size: int = 1
     num_images_per_request: int = 1
+    concurrency: int = 1
+    max_input_images: Optional[int] = 1
     image_io: Any = None
 
     def bucket_key(self, width: int, height: int) -> Hashable:
@@ -42,6 +48,10 @@ class ImageEditServing(ABC):
     @abstractmethod
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         """Edit a batch of requests and return one result per request, in order."""
+
+    def usage(self) -> dict:
+        """Counters worth reporting at the end of a run (requests sent, retries, tokens, ...); default none."""
+        return {}
 
     def use_device(self, device: str) -> None:
         """Run on ``device`` ("cuda", "cpu"); engines call this in each worker. The default ignores it."""
