@@ -107,8 +107,18 @@ def parse(instruction: str) -> list[Operation]:
         operation, previous_tone = _parse_clause(core, amount, subject, previous_tone)
         operations.append(operation)
     if not operations:
-        raise RowError(f"the instruction {instruction!r} does not ask for any edit")
+        raise RowError(_no_edit_message(instruction))
     return operations
+
+
+def _no_edit_message(instruction: str) -> str:
+    """Why an instruction gave no operation: words the grammar cannot read (another language, another script),
+    or English words that ask for nothing ("please.")."""
+    if any(char.isalnum() and not char.isascii() for char in instruction):
+        return (f"the classic backend cannot read {instruction!r}: it understands the English phrases of its "
+                f"grammar, such as 'convert to grayscale' or 'rotate 90 degrees clockwise'; for other languages "
+                f"and edits, use a generative backend (--backend flux-kontext, or --backend api)")
+    return f"the instruction {instruction!r} does not ask for any edit"
 
 
 def normalize(instruction: str) -> str:

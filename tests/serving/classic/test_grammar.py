@@ -175,6 +175,17 @@ def test_precise_errors(instruction, message):
         parse(instruction)
 
 
+@pytest.mark.parametrize("instruction", ["把图片变成黑白", "Сделай фото чёрно-белым", "please, 把图片变成黑白."])
+def test_an_instruction_in_words_the_grammar_cannot_read_points_to_the_generative_backends(instruction):
+    with pytest.raises(RowError) as info:
+        parse(instruction)
+    message = str(info.value)
+    assert "does not ask for any edit" not in message and instruction in message
+    assert "English phrases" in message and "'convert to grayscale'" in message
+    assert "--backend flux-kontext" in message and "--backend api" in message
+    parse(message.split("such as '", 1)[1].split("'", 1)[0])  # the example it gives is one the grammar reads
+
+
 def test_a_geometry_verb_that_contradicts_its_factor_is_refused():
     with pytest.raises(RowError, match="'upscale' contradicts a scale factor of 0.5"):
         parse("upscale to 50%")
