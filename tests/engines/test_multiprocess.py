@@ -15,7 +15,6 @@ from dataflow.utils.storage import FileStorage
 from tests.conftest import edit_row, read_jsonl, write_image, write_jsonl
 from tests.engines.fakes import DyingServing
 
-pytestmark = pytest.mark.slow
 SIZES = [(48, 32), (32, 32), (32, 48), (64, 32)]
 
 
@@ -31,6 +30,7 @@ def run(tmp_path, rows, serving, engine, cache):
     return summary, read_jsonl(summary.output_path)
 
 
+@pytest.mark.slow
 def test_two_cpu_workers_match_one_process_and_a_rerun_redoes_nothing(tmp_path, tiny_model_dir):
     from dataflow.serving.flux_kontext_serving import FluxKontextServing
 
@@ -54,6 +54,7 @@ def test_two_cpu_workers_match_one_process_and_a_rerun_redoes_nothing(tmp_path, 
     assert stamps == {p: os.stat(p).st_mtime_ns for p in stamps}
 
 
+@pytest.mark.slow
 def test_a_dead_workers_batch_is_redone_by_the_other_worker(tmp_path):
     rows = mixed_rows(tmp_path, 10)
     serving = DyingServing(die_once_flag=str(tmp_path / "died"), batch_size=2)
@@ -64,12 +65,27 @@ def test_a_dead_workers_batch_is_redone_by_the_other_worker(tmp_path):
     assert len(set(paths)) == 10 and all(Image.open(p).size for p in paths)
 
 
+@pytest.mark.slow
 def test_a_batch_that_kills_every_worker_fails_its_rows_and_the_rest_finish(tmp_path):
     rows = mixed_rows(tmp_path, 6) + [edit_row("i0.png", "poison")]
     serving = DyingServing(poison="poison", batch_size=1)
     summary, out = run(tmp_path, rows, serving, MultiProcessEngine(devices=["cpu", "cpu", "cpu"]), "c")
     assert (summary.generated, summary.failed) == (6, 1)
     assert "worker process on device cpu died" in out[-1]["output_image_error"]
+
+
+def test_a_dead_workers_batch_is_edited_by_the_other_worker_fast(tmp_path):
+    # The lightest form of the slow test above: two rows, one per batch, so each worker starts with one; the
+    # first to edit dies and its row must still come back edited, with the right pixels.
+    rows = mixed_rows(tmp_path, 2)
+    serving = DyingServing(die_once_flag=str(tmp_path / "died"), batch_size=1)
+    summary, out = run(tmp_path, rows, serving, MultiProcessEngine(devices=["cpu", "cpu"]), "c")
+    assert os.path.exists(tmp_path / "died")
+    assert (summary.generated, summary.failed) == (2, 0)
+    for row in out:
+        (path,) = row["output_image"]
+        source = np.asarray(Image.open(tmp_path / row["images"]).convert("RGB"))
+        assert np.array_equal(np.asarray(Image.open(path)), 255 - source)
 
 
 def test_device_lists(monkeypatch):

@@ -116,3 +116,24 @@ def test_buckets_are_planned_without_loading_the_model_and_the_serving_pickles(t
     assert copy.pipe is None and copy.bucket_key(200, 100) == serving.bucket_key(200, 100)
     (result,) = copy.edit(requests_for({"a": (64, 64)}))
     assert result.images[0].size == (64, 64)
+
+
+def test_each_prompt_of_a_batch_gets_its_own_cached_embedding(tiny_model_dir):
+    import torch
+
+    serving = make_serving(tiny_model_dir)
+    serving.load()
+
+    def alone(prompt):
+        with torch.inference_mode():
+            embeds, pooled, _ = serving.pipe.encode_prompt(prompt=[prompt], prompt_2=None, device="cpu",
+                                                           num_images_per_prompt=1, max_sequence_length=32)
+        return embeds, pooled
+
+    serving._encode(["make it red"])  # warm the cache with one prompt
+    embeds, pooled = serving._encode(["make it red", "make it blue", "make it red"])
+    assert embeds.shape[0] == pooled.shape[0] == 3
+    assert not torch.equal(embeds[0], embeds[1]) and torch.equal(embeds[0], embeds[2])
+    for row, prompt in enumerate(["make it red", "make it blue", "make it red"]):
+        own_embeds, own_pooled = alone(prompt)
+        assert torch.allclose(embeds[row], own_embeds[0]) and torch.allclose(pooled[row], own_pooled[0])
