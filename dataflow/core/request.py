@@ -35,10 +35,15 @@ class EditRequest:
 
 @dataclass
 class EditResult:
-    """The outcome of one request: its images, or an error message for that row alone."""
+    """The outcome of one request: its images, or an error message for that row alone.
+
+    ``final`` marks an error that a rerun would meet again and that costs to find (an API's refusal of the
+    content): a resumed run keeps it instead of sending the row again.
+    """
 
     images: list = field(default_factory=list)
     error: Optional[str] = None
+    final: bool = False
 
     @property
     def ok(self) -> bool:

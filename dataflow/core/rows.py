@@ -4,7 +4,7 @@ Rows follow the DataFlow-MM layout::
 
     {"images": "photo.png", "conversations": [{"role": "user", "content": "Change the vase to red."}]}
 
-``images`` is a path or a one-element list of paths, relative to the input file's folder or absolute.
+``images`` is a path or a list of paths, relative to the input file's folder or absolute.
 The instruction is the last user message of the conversation.
 """
 
@@ -21,19 +21,32 @@ from dataflow.core.errors import RowError
 _USER_ROLES = {"user", "human"}
 
 
-def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
-    """The row's reference image as a path, resolved against ``base_dir`` when relative."""
+def image_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
+    """The row's reference images as paths, in order, each resolved against ``base_dir`` when relative.
+
+    ``images`` is one path or a list of paths (several for backends that edit from more than one image).
+    """
     value = row.get(key)
     if isinstance(value, (list, tuple)):
-        if len(value) != 1:
-            raise RowError(f"'{key}' must hold exactly one image path, got a list of {len(value)}")
-        value = value[0]
+        if not value:
+            raise RowError(f"'{key}' is an empty list; it must hold at least one image path")
+        return [_one_path(v, f"'{key}' item {i + 1}" if len(value) > 1 else f"'{key}'", base_dir)
+                for i, v in enumerate(value)]
+    return [_one_path(value, f"'{key}'", base_dir)]
+
+
+def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
+    """The row's first reference image as a path (the one its output's shape follows)."""
+    return image_paths(row, key, base_dir)[0]
+
+
+def _one_path(value: Any, what: str, base_dir: str) -> str:
     if is_missing(value):
-        raise RowError(f"'{key}' is missing or null")
+        raise RowError(f"{what} is missing or null")
     if not isinstance(value, str):
-        raise RowError(f"'{key}' must be a path string or a list of one, got {type(value).__name__}")
+        raise RowError(f"{what} must be a path string or a list of them, got {type(value).__name__}")
     if not value.strip():
-        raise RowError(f"'{key}' is an empty string")
+        raise RowError(f"{what} is an empty string")
     path = os.path.expanduser(value)
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 

@@ -30,6 +30,11 @@ class ImageEditServing(ABC):
     max_input_images: Optional[int] = 1
     image_io: Any = None
 
+    @property
+    def display_name(self) -> str:
+        """What messages call this backend (e.g. "the classic backend")."""
+        return type(self).__name__
+
     def bucket_key(self, width: int, height: int) -> Hashable:
         """Rows whose keys are equal may share a batch. The default puts every row in one bucket."""
         return None

@@ -2,107 +2,112 @@
 
 An engine only supplies an *executor*: ``execute(batches, on_record, should_stop)`` edits the batches somewhere
 (this process, one process per GPU, Ray actors) and hands each finished row's record to ``on_record`` in the
-driver's thread. The driver alone writes the checkpoint, so every engine gets the same exactly-once and resume
-guarantees.
+driver's thread. ``batches`` is an iterator: planning streams (see ``planner.py``), so an engine pulls the next
+batch when it has room for it and must exhaust the iterator unless ``should_stop()`` says to stop. The driver
+alone writes the checkpoint, so every engine gets the same exactly-once and resume guarantees.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Union
 
 from tqdm.auto import tqdm
 
-from dataflow.core.errors import RowError, RunInterrupted
+from dataflow.core.errors import RunInterrupted
 from dataflow.engines.interrupts import InterruptGuard
 from dataflow.engines.job import EditJob
+from dataflow.engines.planner import Planner
+from dataflow.engines.records import RecordStore
 from dataflow.engines.summary import RunSummary
-from dataflow.engines.tasks import RowTask, group_batches, parse_row, unique_row_keys
-from dataflow.engines.worker import make_record
 from dataflow.utils.checkpoint import Checkpoint
 
-Executor = Callable[[list, Callable[[dict], None], Callable[[], bool]], None]
+Executor = Callable[[Iterator[list], Callable[[dict], None], Callable[[], bool]], None]
 
 
-def drive(job: EditJob, execute: Executor, show_progress: Optional[bool] = None) -> tuple[list[dict], RunSummary]:
+def drive(job: EditJob, execute: Executor, show_progress: Optional[bool] = None) -> tuple[Union[list, Iterator],
+                                                                                          RunSummary]:
     """Edit every unfinished row of ``job`` with ``execute``; return the output rows and a summary.
 
     Rows finished by an earlier run with the same fingerprint are reused with their files untouched. Bad rows
     become error rows. Progress is checkpointed every ``job.save_interval`` rows; on SIGINT/SIGTERM the batches
-    in flight finish, the checkpoint is flushed and ``RunInterrupted`` is raised.
+    in flight finish, the checkpoint is flushed and ``RunInterrupted`` is raised. The output rows are a list
+    when ``job.rows`` is one, else an iterator that reads the input again (see ``EditJob.output_rows``).
     """
     started = time.monotonic()
     checkpoint = Checkpoint(job.progress_file, job.serving.fingerprint(), job.save_interval)
-    keys = unique_row_keys(job.rows, job.image_key, job.conversation_key)
-    records = reusable_records(checkpoint.load(), keys)
-    reused = len(records)
-    counts = {"generated": 0}
-    bar = tqdm(total=len(job.rows), initial=reused, unit="row", desc="editing",
-               disable=None if show_progress is None else not show_progress)
+    planner = Planner(job, checkpoint.finished())
+    records = RecordStore(job.image_io)
+    counts = {"generated": 0, "reused": 0, "warnings": 0}
+    progress = Progress(job, show_progress)
 
     def on_record(record: dict) -> None:
-        if record["index"] in records and not records[record["index"]]["error"]:
+        if records.succeeded(record["index"]):
             return  # a retried batch delivered this row twice: keep the first result
-        records[record["index"]] = record
+        records.add(record["index"], record["output"], record["error"])
         counts["generated"] += record["error"] is None
+        counts["warnings"] += record.get("warnings", 0)
         checkpoint.add(record)
-        bar.update(1)
+        progress.advance()
 
+    def batches() -> Iterator[list]:
+        for planned in planner:
+            if isinstance(planned, list):
+                yield planned
+            elif planned.get("reused"):
+                records.add(planned["index"], planned["output"], planned["error"])
+                counts["reused"] += 1
+                progress.advance()
+            else:
+                on_record(planned)
+
+    planned = batches()
     try:
         with InterruptGuard() as guard:
-            tasks = plan_tasks(job, keys, records, on_record)
-            execute(group_batches(tasks, job.serving.batch_size), on_record, lambda: guard.signum is not None)
-            if guard.signum is not None and len(records) < len(job.rows):
+            try:
+                execute(planned, on_record, lambda: guard.signum is not None)
+            finally:
+                planned.close()  # here, not whenever garbage collection gets to it: it shuts down the probe pool
+            stopped = guard.signum is not None
+            if stopped and not (planner.finished and len(records) == planner.total):
                 raise RunInterrupted(
                     guard.signum,
                     f"interrupted; finished rows are saved in {job.progress_file}. "
                     "Run the same command again to resume.",
                 )
+            if not planner.finished:
+                raise RuntimeError("the engine returned before taking every batch")
     finally:
         checkpoint.close()
-        bar.close()
-    failed = sum(1 for r in records.values() if r["error"])
-    summary = RunSummary(len(job.rows), counts["generated"], reused, failed, time.monotonic() - started)
+        progress.close()
+    summary = RunSummary(planner.total, counts["generated"], counts["reused"], records.failed,
+                         time.monotonic() - started, warnings=counts["warnings"], usage=job.serving.usage())
     return job.output_rows(records), summary
 
 
-def reusable_records(previous: dict[str, dict], keys: Sequence[str]) -> dict[int, dict]:
-    """Earlier results, by current row index, for rows that succeeded and whose images are all still on disk."""
-    records = {}
-    for index, key in enumerate(keys):
-        old = previous.get(key)
-        if old and not old.get("error") and old.get("output") and all(os.path.isfile(p) for p in old["output"]):
-            records[index] = make_record(index, key, output=old["output"])
-    return records
+class Progress:
+    """The rows-done bar. Its total comes from a background count of the input's rows, so that reading a large
+    input to know its size never delays the first batch."""
 
+    def __init__(self, job: EditJob, show: Optional[bool]):
+        known = len(job.rows) if isinstance(job.rows, list) else None
+        self.bar = tqdm(total=known, unit="row", desc="editing", disable=None if show is None else not show)
+        self._counted: Optional[int] = None
+        count = getattr(job.rows, "count", None)
+        if known is None and count is not None and not self.bar.disable:
+            threading.Thread(target=self._count, args=(count,), name="dataflow-count", daemon=True).start()
 
-def plan_tasks(job: EditJob, keys: Sequence[str], done: dict[int, dict], on_error) -> list[RowTask]:
-    """Tasks for the rows not done yet; rows that cannot be planned go to ``on_error`` as error records."""
-    owned = {p for record in done.values() for p in record["output"]}
-    tasks = []
-    for index, key in enumerate(keys):
-        if index in done:
-            continue
+    def _count(self, count: Callable[[], int]) -> None:
         try:
-            tasks.append(plan_task(job, index, key, owned))
-        except RowError as exc:
-            on_error(make_record(index, key, error=str(exc)))
-    return tasks
+            self._counted = count()
+        except Exception:  # the bar merely lacks a total; planning reports any real problem with the input
+            pass
 
+    def advance(self) -> None:
+        if self._counted is not None and self.bar.total != self._counted:
+            self.bar.total = self._counted
+        self.bar.update(1)
 
-def plan_task(job: EditJob, index: int, key: str, owned: set) -> RowTask:
-    """Parse the row and read its image header to find its bucket; ``RowError`` if the row is unusable."""
-    task = parse_row(job.rows[index], index, key, job.image_key, job.conversation_key, job.base_dir)
-    width, height = job.image_io.probe(task.image_path)
-    task.bucket = job.serving.bucket_key(width, height)
-    task.suffix = free_suffix(job, task, owned)
-    return task
-
-
-def free_suffix(job: EditJob, task: RowTask, owned: set) -> str:
-    """'' unless the row's default file names belong to another row reused from an earlier run."""
-    if not any(job.image_io.output_path(task.index, k) in owned for k in range(job.serving.num_images_per_request)):
-        return ""
-    return "-" + hashlib.sha256(task.key.encode()).hexdigest()[:8]
+    def close(self) -> None:
+        self.bar.close()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
 from dataflow.core.serving import ImageEditServing
 from dataflow.io.image_io import ImageIO
+
+if TYPE_CHECKING:
+    from dataflow.engines.records import RecordStore
+
+NOT_PROCESSED = "not processed (the run stopped before this row)"
 
 
 @dataclass
@@ -14,7 +19,8 @@ class EditJob:
     """Everything an engine needs to edit a table of rows.
 
     Args:
-        rows: the input rows, as dicts.
+        rows: the input rows: a list of dicts, or a re-iterable source such as ``FileStorage.stream()``, which
+            is read once to plan and once more to write the output, so a large input is never held in memory.
         serving: the editing backend.
         image_io: saves the edited images.
         base_dir: folder that relative image paths are resolved against.
@@ -23,7 +29,7 @@ class EditJob:
         save_interval: finished rows per durable checkpoint flush.
     """
 
-    rows: list
+    rows: Union[list, Iterable]
     serving: ImageEditServing
     image_io: ImageIO
     base_dir: str
@@ -37,19 +43,31 @@ class EditJob:
     def error_key(self) -> str:
         return f"{self.output_key}_error"
 
-    def output_rows(self, records: dict[int, dict]) -> list[dict]:
-        """Input rows with the output paths added, and an error message on the rows that failed."""
-        out = []
-        for index, row in enumerate(self.rows):
-            row = dict(row)
-            record: Optional[dict] = records.get(index)
-            row.pop(self.error_key, None)
-            if record is None:
-                row[self.output_key] = []
-                row[self.error_key] = "not processed (the run stopped before this row)"
-            else:
-                row[self.output_key] = list(record["output"])
-                if record.get("error"):
-                    row[self.error_key] = record["error"]
-            out.append(row)
-        return out
+    def iter_rows(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def numbered_rows(self) -> Iterator[tuple[Optional[int], dict]]:
+        """(line number in the input file, or None where the source has no lines, row) pairs."""
+        numbered = getattr(self.rows, "numbered", None)
+        return numbered() if numbered is not None else ((None, row) for row in self.rows)
+
+    def output_rows(self, records: "RecordStore") -> Union[list, Iterator[dict]]:
+        """Input rows with the output paths added, and an error message on the rows that failed.
+
+        A list for a list of rows; for a streamed source, an iterator that reads the source again.
+        """
+        rows = (self._output_row(index, row, records) for index, row in enumerate(self.iter_rows()))
+        return list(rows) if isinstance(self.rows, list) else rows
+
+    def _output_row(self, index: int, row: dict, records: "RecordStore") -> dict:
+        row = dict(row)
+        row.pop(self.error_key, None)
+        outcome = records.outcome(index)
+        if outcome is None:
+            row[self.output_key] = []
+            row[self.error_key] = NOT_PROCESSED
+        else:
+            row[self.output_key] = list(outcome[0])
+            if outcome[1]:
+                row[self.error_key] = outcome[1]
+        return row

@@ -8,6 +8,7 @@ reached are redone on the next run.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -20,7 +21,8 @@ from dataflow.core.errors import InputError
 from dataflow.engines.driver import drive
 from dataflow.engines.job import EditJob
 from dataflow.engines.summary import RunSummary
-from dataflow.engines.worker import BatchWorker, make_record
+from dataflow.engines.records import make_record
+from dataflow.engines.worker import BatchWorker
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -65,21 +67,27 @@ class MultiProcessEngine:
 
     def _execute(self, job: EditJob, batches, on_record, should_stop) -> None:
         context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+        numbered = enumerate(batches)
+        queue = deque(itertools.islice(numbered, len(self.devices)))  # first batches, then any a dead worker left
+        if not queue:
+            return
         threads = max(1, (os.cpu_count() or 1) // len(self.devices))
-        workers = [_WorkerHandle(context, device, job, threads) for device in self.devices[: max(1, len(batches))]]
-        queue = deque(enumerate(batches))
+        workers = [_WorkerHandle(context, device, job, threads) for device in self.devices[: len(queue)]]
         attempts: dict[int, int] = {}
         try:
-            while queue or any(w.batch is not None for w in workers):
+            while True:
                 if not should_stop():
                     for worker in workers:
-                        if worker.batch is None and queue:
+                        if worker.batch is None and refill(queue, numbered):
                             worker.give(*queue.popleft())
-                elif all(w.batch is None for w in workers):
+                if not workers:
+                    if refill(queue, numbered):
+                        raise RuntimeError("every worker process died; finished rows are checkpointed, "
+                                           "rerun to resume")
                     return
+                if all(w.batch is None for w in workers):
+                    return  # every batch is done, or a stop was asked for and the batches in flight are in
                 self._collect(workers, queue, attempts, on_record)
-                if not workers and queue:
-                    raise RuntimeError("every worker process died; finished rows are checkpointed, rerun to resume")
         finally:
             for worker in workers:
                 worker.stop()
@@ -102,6 +110,13 @@ class MultiProcessEngine:
                 else:
                     for task in batch:
                         on_record(make_record(task.index, task.key, error=f"{reason} while editing this row"))
+
+
+def refill(queue: deque, numbered) -> bool:
+    """Make sure ``queue`` holds a batch if any is left, taking the next planned one; False when none is."""
+    if not queue:
+        queue.extend(itertools.islice(numbered, 1))
+    return bool(queue)
 
 
 class _WorkerHandle:

@@ -23,7 +23,8 @@ from dataflow.engines.driver import drive
 from dataflow.engines.job import EditJob
 from dataflow.engines.summary import RunSummary
 from dataflow.engines.tasks import RowTask
-from dataflow.engines.worker import BatchWorker, make_record
+from dataflow.engines.records import make_record
+from dataflow.engines.worker import BatchWorker
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -79,8 +80,12 @@ class RayEngine:
         """Edit ``job`` on the cluster; see ``drive`` for the guarantees."""
         return drive(job, lambda *args: self._execute(job, *args), show_progress)
 
-    def _execute(self, job: EditJob, batches: list, on_record, should_stop) -> None:
-        """Start or join Ray, stream every batch's records to ``on_record``; leave Ray as it was found."""
+    def _execute(self, job: EditJob, batches, on_record, should_stop) -> None:
+        """Start or join Ray, stream every batch's records to ``on_record``; leave Ray as it was found.
+
+        The batches are all planned before the first one starts: Ray Data reads its input from a list.
+        """
+        batches = list(batches)
         if not batches:
             return
         ray = import_ray()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -11,7 +11,9 @@ class RunSummary:
     """Counts of a finished run.
 
     ``generated`` rows were edited in this run, ``reused`` rows came from an earlier run's progress file, and
-    ``failed`` rows carry an error message in the output.
+    ``failed`` rows carry an error message in the output. ``warnings`` counts the decoder warnings of this run's
+    input images (logged at debug level, with the file each belongs to); ``usage`` holds the serving's counters
+    (requests, retries, tokens, ...) where it keeps any.
     """
 
     total: int
@@ -20,6 +22,8 @@ class RunSummary:
     failed: int
     seconds: float
     output_path: Optional[str] = None
+    warnings: int = 0
+    usage: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -27,7 +31,19 @@ class RunSummary:
         return 0 if self.failed == 0 else 1
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.total} rows: {self.generated} generated, {self.reused} reused from an earlier run, "
             f"{self.failed} failed, in {self.seconds:.1f} s"
         )
+        if self.warnings:
+            text += f"; {self.warnings} image decoder warnings (shown with --debug)"
+        return text
+
+    def describe_usage(self) -> Optional[str]:
+        """The serving's counters on one line, or None when it keeps none."""
+        return describe_usage(self.usage) if self.usage else None
+
+
+def describe_usage(usage: dict) -> str:
+    """``requests: 40, retries: 3, ...``: a serving's counters (``ImageEditServing.usage()``) on one line."""
+    return ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in usage.items())

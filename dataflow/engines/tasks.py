@@ -1,35 +1,51 @@
-"""From input rows to batches: row identities, parsed tasks, and resolution buckets."""
+"""From input rows to batches: row identities, parsed tasks, and resolution buckets over a bounded window."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Hashable, Iterator, Mapping, Optional, Sequence
 
 from dataflow.core import rows as row_fields
+from dataflow.core.errors import RowError
 
 
 @dataclass
 class RowTask:
-    """A row ready to edit: where its image is, what to do, and which bucket it batches in."""
+    """A row ready to edit: where its images are, what to do, and which bucket it batches in."""
 
     index: int
     key: str
-    image_path: str
+    image_paths: list
     instruction: str
     bucket: Hashable = None
     suffix: str = ""  # tells apart output files when another row's files already hold the default names
+    warnings: list = field(default_factory=list)  # decoder warnings seen while planning, one line each
+
+    @property
+    def image_path(self) -> str:
+        """The first reference image: the one the output's shape follows."""
+        return self.image_paths[0]
+
+
+class RowKeys:
+    """Each row's identity, one row at a time; the n-th repeat of an identical row gets ``#n`` appended."""
+
+    def __init__(self, image_key: str, conversation_key: str):
+        self.image_key = image_key
+        self.conversation_key = conversation_key
+        self._seen: dict[str, int] = {}
+
+    def next(self, row: Mapping) -> str:
+        base = row_fields.row_key(row, self.image_key, self.conversation_key)
+        repeat = self._seen.get(base, 0)
+        self._seen[base] = repeat + 1
+        return base if repeat == 0 else f"{base}#{repeat}"
 
 
 def unique_row_keys(rows: Sequence[Mapping], image_key: str, conversation_key: str) -> list[str]:
-    """Each row's identity; the n-th repeat of an identical row gets ``#n`` appended so every key is unique."""
-    seen: dict[str, int] = {}
-    keys = []
-    for row in rows:
-        base = row_fields.row_key(row, image_key, conversation_key)
-        repeat = seen.get(base, 0)
-        seen[base] = repeat + 1
-        keys.append(base if repeat == 0 else f"{base}#{repeat}")
-    return keys
+    """The keys of ``rows`` in order (see ``RowKeys``)."""
+    keys = RowKeys(image_key, conversation_key)
+    return [keys.next(row) for row in rows]
 
 
 def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str) -> RowTask:
@@ -37,14 +53,61 @@ def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_k
     return RowTask(
         index=index,
         key=key,
-        image_path=row_fields.image_path(row, image_key, base_dir),
+        image_paths=row_fields.image_paths(row, image_key, base_dir),
         instruction=row_fields.instruction(row, conversation_key),
     )
 
 
+def check_image_count(task: RowTask, limit: Optional[int], backend: str) -> None:
+    """``RowError`` when the row has more reference images than the backend takes."""
+    if limit is not None and len(task.image_paths) > limit:
+        raise RowError(
+            f"this row has {len(task.image_paths)} images, but {backend} takes "
+            f"{'one image' if limit == 1 else f'at most {limit} images'} per row; "
+            "the API backend (--backend api) takes several"
+        )
+
+
+def bucket_of(serving_bucket: Hashable, sizes: Sequence[tuple[int, int]]) -> Hashable:
+    """The batching bucket: the serving's key for the first image, plus the sizes of any further images."""
+    return serving_bucket if len(sizes) == 1 else (serving_bucket, tuple(sizes[1:]))
+
+
+class Bucketer:
+    """Groups tasks into batches of at most ``batch_size`` that share a bucket, holding at most ``window`` tasks.
+
+    A full batch leaves at once; when the window is full, the fullest partial bucket leaves as a smaller batch,
+    so memory and the wait before a row is edited stay bounded however large the input is.
+    """
+
+    def __init__(self, batch_size: int, window: int):
+        self.batch_size = batch_size
+        self.window = max(window, batch_size)
+        self._buckets: dict[Hashable, list[RowTask]] = {}
+        self._held = 0
+
+    def add(self, task: RowTask) -> Iterator[list[RowTask]]:
+        group = self._buckets.setdefault(task.bucket, [])
+        group.append(task)
+        self._held += 1
+        if len(group) >= self.batch_size:
+            yield self._take(task.bucket)
+        elif self._held > self.window:
+            yield self._take(max(self._buckets, key=lambda b: len(self._buckets[b])))
+
+    def flush(self) -> Iterator[list[RowTask]]:
+        """The partial batches left at the end, buckets in order of first appearance."""
+        while self._buckets:
+            yield self._take(next(iter(self._buckets)))
+
+    def _take(self, bucket: Hashable) -> list[RowTask]:
+        batch = self._buckets.pop(bucket)
+        self._held -= len(batch)
+        return batch
+
+
 def group_batches(tasks: Sequence[RowTask], batch_size: int) -> list[list[RowTask]]:
-    """Batches of at most ``batch_size`` tasks that share a bucket, buckets in order of first appearance."""
-    buckets: dict[Hashable, list[RowTask]] = {}
-    for task in tasks:
-        buckets.setdefault(task.bucket, []).append(task)
-    return [group[i : i + batch_size] for group in buckets.values() for i in range(0, len(group), batch_size)]
+    """Batches of at most ``batch_size`` tasks that share a bucket, over the whole of ``tasks``."""
+    bucketer = Bucketer(batch_size, window=len(tasks) + 1)
+    batches = [batch for task in tasks for batch in bucketer.add(task)]
+    return batches + list(bucketer.flush())

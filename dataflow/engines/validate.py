@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from dataflow.core.errors import RowError
 from dataflow.engines.job import EditJob
-from dataflow.engines.tasks import parse_row, unique_row_keys
+from dataflow.engines.tasks import RowKeys, check_image_count, parse_row
 
 
 @dataclass
@@ -22,16 +22,19 @@ class Problem:
         return f"{source}:{self.line}" if self.line is not None else f"{source} row {self.index + 1}"
 
 
-def validate_job(job: EditJob, source_lines: Optional[Sequence[int]] = None) -> list[Problem]:
-    """Every row's fields, image (fully decoded) and instruction, checked as the run would check them."""
+def validate_job(job: EditJob) -> tuple[int, list[Problem]]:
+    """(rows checked, problems): every row's fields, images (fully decoded), image count and instruction,
+    checked as the run would check them, one row at a time."""
     problems = []
-    keys = unique_row_keys(job.rows, job.image_key, job.conversation_key)
-    for index, key in enumerate(keys):
+    keys = RowKeys(job.image_key, job.conversation_key)
+    backend = job.serving.display_name
+    index = -1
+    for index, (line, row) in enumerate(job.numbered_rows()):
         try:
-            task = parse_row(job.rows[index], index, key, job.image_key, job.conversation_key, job.base_dir)
-            job.image_io.read(task.image_path)
+            task = parse_row(row, index, keys.next(row), job.image_key, job.conversation_key, job.base_dir)
+            check_image_count(task, job.serving.max_input_images, backend)
+            job.image_io.read(task.image_paths, warnings=[])
             job.serving.check_instruction(task.instruction)
         except RowError as exc:
-            line = source_lines[index] if source_lines is not None else None
             problems.append(Problem(index, line, str(exc)))
-    return problems
+    return index + 1, problems

@@ -7,11 +7,12 @@ actor. It returns one record per row and never writes the checkpoint; the driver
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Sequence
 
 from dataflow.core.errors import RowError, is_out_of_memory
 from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.serving import ImageEditServing
+from dataflow.engines.records import make_record
 from dataflow.engines.tasks import RowTask
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
@@ -19,11 +20,6 @@ from dataflow.logger import get_logger
 logger = get_logger()
 
 OOM_MESSAGE = "out of accelerator memory even for a single row; lower the output size or use a larger GPU"
-
-
-def make_record(index: int, key: str, output: Sequence[str] = (), error: Optional[str] = None) -> dict:
-    """A finished row as the checkpoint stores it."""
-    return {"key": key, "index": index, "output": list(output), "error": error}
 
 
 @dataclass
@@ -34,6 +30,7 @@ class Decoded:
     requests: list = field(default_factory=list)
     results: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # decoder warnings per task, counted into its record
 
 
 class BatchWorker:
@@ -51,14 +48,16 @@ class BatchWorker:
         """Read the batch's images (CPU work that can overlap the previous batch's GPU work)."""
         decoded = Decoded()
         for task in batch:
+            warnings = list(task.warnings)
             try:
-                image = self.image_io.read(task.image_path)
+                images = self.image_io.read(task.image_paths, warnings=warnings)
             except RowError as exc:
-                decoded.failed.append(make_record(task.index, task.key, error=str(exc)))
+                decoded.failed.append(make_record(task.index, task.key, error=str(exc), warnings=len(warnings)))
                 continue
-            decoded.requests.append(EditRequest(task.key, image, task.instruction,
-                                                self.serving.num_images_per_request))
+            decoded.requests.append(EditRequest(task.key, images[0], task.instruction,
+                                                self.serving.num_images_per_request, more_images=tuple(images[1:])))
             decoded.tasks.append(task)
+            decoded.warnings.append(len(warnings))
         return decoded
 
     def edit(self, decoded: Decoded) -> Decoded:
@@ -70,12 +69,13 @@ class BatchWorker:
     def save(self, edited: Decoded) -> list[dict]:
         """Write the edited images (PNG encoding: CPU work again); return the batch's records."""
         records = list(edited.failed)
-        for task, result in zip(edited.tasks, edited.results):
+        for task, result, warnings in zip(edited.tasks, edited.results, edited.warnings):
             if result.error:
-                records.append(make_record(task.index, task.key, error=result.error))
+                records.append(make_record(task.index, task.key, error=result.error, warnings=warnings,
+                                           final=result.final))
             else:
                 paths = self.image_io.write(task.index, result.images, task.suffix)
-                records.append(make_record(task.index, task.key, output=paths))
+                records.append(make_record(task.index, task.key, output=paths, warnings=warnings))
         return records
 
 

@@ -11,6 +11,8 @@ import os
 import tempfile
 from typing import IO, Iterator
 
+from dataflow.core.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
@@ -60,3 +62,22 @@ def fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def ensure_writable_folder(folder: str, what: str = "folder") -> None:
+    """Create ``folder`` if needed and check that files can be written in it; ``InputError`` saying which and why.
+
+    Runs before any model loads, so that a mistyped output path costs seconds, not a model load and a failed run.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the {what} {folder}: {exc.strerror or exc}") from None
+    if not os.path.isdir(folder):
+        raise InputError(f"the {what} {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dataflow-write-check.", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write in the {what} {folder}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)

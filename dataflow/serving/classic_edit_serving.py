@@ -32,6 +32,8 @@ class ClassicEditServing(ImageEditServing):
         self.image_io = image_io
         self.batch_size = batch_size
 
+    display_name = "the classic backend"
+
     def check_instruction(self, instruction: str) -> None:
         parse(instruction)
 

@@ -75,6 +75,8 @@ class FluxKontextServing(ImageEditServing):
         acceleration: speed and memory options (``Acceleration``); lossless speedups are on by default on CUDA.
     """
 
+    display_name = "FLUX.1 Kontext"
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,

@@ -65,7 +65,7 @@ class LocalImageGenServing(FluxKontextServing):
         if isinstance(hf_model_name_or_path, (list, tuple)):
             raise InputError(
                 "hf_model_name_or_path takes one model; to use several GPUs run one worker per GPU "
-                "(see the README's section on scaling out)"
+                "(see docs/scaling.md)"
             )
         super().__init__(
             hf_model_name_or_path,

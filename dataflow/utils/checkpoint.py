@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Union
 
 from dataflow.core.errors import InputError
 from dataflow.core.validation import check_positive_int
@@ -43,25 +43,46 @@ class Checkpoint:
         self._handle = None
 
     def load(self) -> dict[str, dict]:
-        """Finished rows from an earlier run, by key (the last record of a key wins)."""
+        """Every row from an earlier run, by key (the last record of a key wins)."""
+        return {record["key"]: record for record in self._records()}
+
+    def finished(self) -> dict[str, Union[tuple, str]]:
+        """What an earlier run settled, by key (the last record of a key wins): the output paths of rows finished
+        with images, and the message of rows that failed with a final error (``EditResult.final``).
+
+        The file is read line by line and only paths and final errors are kept, so a resumed million-row run
+        stays small. Other failed rows are left out: a rerun tries them again.
+        """
+        finished: dict[str, Union[tuple, str]] = {}
+        for record in self._records():
+            if not record.get("error") and record.get("output"):
+                finished[record["key"]] = tuple(record["output"])
+            elif record.get("error") and record.get("final"):
+                finished[record["key"]] = str(record["error"])
+            else:
+                finished.pop(record["key"], None)
+        return finished
+
+    def _records(self) -> Iterator[dict]:
+        """The records of the progress file after checking its header; damaged lines are skipped with a warning."""
         if not os.path.exists(self.path):
-            return {}
-        records: dict[str, dict] = {}
+            return
         with open(self.path, encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
-        header = _parse(lines[0]) if lines else None
-        if header is None or "fingerprint" not in header:
-            raise InputError(f"{self.path} is not a progress file of this tool; move it away to start over")
-        if _normalise(header["fingerprint"]) != self.fingerprint:
-            raise InputError(self._mismatch_message(header["fingerprint"]))
-        for number, line in enumerate(lines[1:], start=2):
-            record = _parse(line)
-            if record is None:
-                if line.strip() and number < len(lines) - 1:
-                    logger.warning("%s line %d is damaged and was ignored", self.path, number)
-                continue
-            records[record["key"]] = record
-        return records
+            header = _parse(handle.readline())
+            if header is None or "fingerprint" not in header:
+                raise InputError(f"{self.path} is not a progress file of this tool; move it away to start over")
+            if _normalise(header["fingerprint"]) != self.fingerprint:
+                raise InputError(self._mismatch_message(header["fingerprint"]))
+            damaged = None  # a damaged line is reported only if another line follows it (a torn last line is not)
+            for number, line in enumerate(handle, start=2):
+                if damaged is not None:
+                    logger.warning("%s line %d is damaged and was ignored", self.path, damaged)
+                    damaged = None
+                record = _parse(line)
+                if record is not None and "key" in record:
+                    yield record
+                elif line.strip():
+                    damaged = number
 
     def add(self, record: dict) -> None:
         """Queue a finished row; every ``interval`` rows the queue is made durable."""

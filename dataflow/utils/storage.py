@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Literal, Mapping, Optional
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
@@ -88,21 +89,65 @@ class FileStorage:
         """The rows of the current step, as a DataFrame or a list of dicts."""
         if output_type not in ("dataframe", "dict"):
             raise InputError(f"output_type must be 'dataframe' or 'dict', got {output_type!r}")
-        fmt = self.cache_type if self.operator_step > 0 else None
-        self.source_lines, records = read_numbered_records(self.read_path, fmt, self.skip_malformed_lines)
+        self.source_lines, records = read_numbered_records(self.read_path, self._read_format,
+                                                           self.skip_malformed_lines)
         if output_type == "dict":
             return records
         import pandas as pd
 
         return pd.DataFrame(records)
 
+    def stream(self) -> "RowStream":
+        """The rows of the current step as a ``RowStream``: read again on each pass, never held whole (JSONL)."""
+        return RowStream(self.read_path, self._read_format, self.skip_malformed_lines)
+
     def write(self, data: Any) -> str:
-        """Write rows (a DataFrame or a list of dicts) as the next step's file, atomically; return its path."""
-        records = _as_records(data)
+        """Write rows (a DataFrame, a list of dicts, or any iterable of dicts, streamed for JSONL) as the next
+        step's file, atomically; return its path."""
         path = self.write_path
-        write_records(path, records, self.cache_type)
-        logger.info("wrote %d rows to %s", len(records), path)
+        count = write_records(path, _as_records(data), self.cache_type)
+        logger.info("wrote %d rows to %s", count, path)
         return path
+
+    @property
+    def _read_format(self) -> Optional[str]:
+        return self.cache_type if self.operator_step > 0 else None
+
+
+class RowStream:
+    """The rows of one file, iterable any number of times; JSONL is read line by line, so memory stays flat.
+
+    Args:
+        path: the file; ``fmt`` defaults to its extension.
+        skip_malformed_lines: skip (and warn about, on the first pass only) JSONL lines that are not JSON objects.
+    """
+
+    def __init__(self, path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False):
+        self.path = path
+        self.fmt = fmt or format_of(path)
+        if not os.path.isfile(path):
+            raise InputError(f"input file not found: {path}")
+        self.skip_malformed_lines = skip_malformed_lines
+        self._warned = False
+
+    def numbered(self) -> Iterator[tuple[Optional[int], dict]]:
+        """(line number, row) pairs; the line number is None for formats without lines."""
+        if self.fmt == "jsonl":
+            warn, self._warned = not self._warned, True
+            yield from _iter_jsonl(self.path, self.skip_malformed_lines, warn)
+        else:
+            for row in _read_table(self.path, self.fmt):
+                yield None, row
+
+    def __iter__(self) -> Iterator[dict]:
+        return (row for _, row in self.numbered())
+
+    def count(self) -> int:
+        """How many rows the file holds (for JSONL: its non-blank lines, counted without parsing them)."""
+        if self.fmt != "jsonl":
+            return len(_read_table(self.path, self.fmt))
+        with open(self.path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
 
 
 def read_records(path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False) -> list[dict]:
@@ -117,38 +162,43 @@ def read_numbered_records(
 
     ``fmt`` defaults to the file's extension.
     """
-    fmt = fmt or format_of(path)
-    if not os.path.isfile(path):
-        raise InputError(f"input file not found: {path}")
-    if fmt == "jsonl":
-        numbered = _read_jsonl(path, skip_malformed_lines)
-        return [n for n, _ in numbered], [r for _, r in numbered]
+    numbered = list(RowStream(path, fmt, skip_malformed_lines).numbered())
+    lines = [n for n, _ in numbered]
+    return (lines if numbered and lines[0] is not None else None), [r for _, r in numbered]
+
+
+def _read_table(path: str, fmt: str) -> list[dict]:
+    """The rows of a JSON, CSV or parquet file (read whole: these formats have no line to stream by)."""
     if fmt == "json":
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             try:
                 data = json.load(handle)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(f"{path}: a JSON input must be a list of objects")
-        return None, data
+        return data
     import pandas as pd
 
     if fmt == "csv":
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, encoding="utf-8-sig")
     else:
         _require_pyarrow()
         frame = pd.read_parquet(path)
-    return None, [{k: _from_cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return [{k: _from_cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
-def write_records(path: str, records: list[dict], fmt: str) -> None:
-    """Write rows to ``path`` in ``fmt``, atomically."""
+def write_records(path: str, records: Iterable[dict], fmt: str) -> int:
+    """Write rows to ``path`` in ``fmt``, atomically (JSONL streams them); return how many were written."""
+    count = 0
     if fmt == "jsonl":
         with atomic_open(path) as handle:
             for record in records:
                 handle.write(dumps_row(record) + "\n")
-    elif fmt == "json":
+                count += 1
+        return count
+    records = list(records)
+    if fmt == "json":
         with atomic_open(path) as handle:
             handle.write(json.dumps([_jsonable(r) for r in records], ensure_ascii=False, indent=2))
     else:
@@ -165,6 +215,7 @@ def write_records(path: str, records: list[dict], fmt: str) -> None:
             _require_pyarrow()
             with atomic_open(path, "wb") as handle:
                 frame.to_parquet(handle)
+    return len(records)
 
 
 def _needs_json_text(column, fmt: str) -> bool:
@@ -175,13 +226,16 @@ def _needs_json_text(column, fmt: str) -> bool:
 
 def dumps_row(record: Mapping[str, Any]) -> str:
     """One JSON line for a row; NaN becomes null and numpy values become plain JSON."""
-    return json.dumps(_jsonable(record), ensure_ascii=False)
+    try:  # most rows are plain JSON already: skip the walk over every value
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(_jsonable(record), ensure_ascii=False)
 
 
-def _read_jsonl(path: str, skip_malformed_lines: bool) -> list[tuple[int, dict]]:
-    """(line number, row) pairs; blank lines are not rows."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
+def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Iterator[tuple[int, dict]]:
+    """(line number, row) pairs, one line at a time; blank lines are not rows, and a UTF-8 byte-order mark (as
+    Windows editors write) is not part of the first line."""
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -191,27 +245,31 @@ def _read_jsonl(path: str, skip_malformed_lines: bool) -> list[tuple[int, dict]]
             except json.JSONDecodeError as exc:
                 problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
             if problem is None:
-                records.append((number, record))
-            elif skip_malformed_lines:
-                logger.warning("%s line %d skipped: %s", path, number, problem)
-            else:
+                yield number, record
+            elif not skip_malformed_lines:
                 raise InputError(
                     f"{path} line {number}: {problem}. Fix the line, or skip malformed lines "
                     "(--skip_malformed_lines / FileStorage(skip_malformed_lines=True))."
                 )
-    return records
+            elif warn:
+                logger.warning("%s line %d skipped: %s", path, number, problem)
 
 
-def _as_records(data: Any) -> list[dict]:
-    if isinstance(data, list):
-        if not all(isinstance(r, Mapping) for r in data):
-            raise InputError("write() takes a DataFrame or a list of dicts")
-        return [dict(r) for r in data]
+def _as_records(data: Any) -> Iterable[dict]:
+    """Rows to write: a list or other iterable of dicts as given, a DataFrame as dicts."""
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):
         return [{k: _from_cell(v) for k, v in row.items()} for row in data.to_dict(orient="records")]
-    raise InputError(f"write() takes a DataFrame or a list of dicts, got {type(data).__name__}")
+    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
+        raise InputError(f"write() takes a DataFrame or a list of dicts, got {type(data).__name__}")
+    return (_checked_row(r) for r in data)
+
+
+def _checked_row(row: Any) -> dict:
+    if not isinstance(row, (dict, Mapping)):
+        raise InputError(f"write() takes a DataFrame or a list of dicts, got a row of type {type(row).__name__}")
+    return dict(row)
 
 
 def _from_cell(value: Any) -> Any:

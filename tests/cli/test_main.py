@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tests.conftest import edit_row, read_jsonl, write_image, write_jsonl
 
@@ -49,10 +49,23 @@ def test_classic_run_edits_supported_rows_and_explains_the_others(tmp_path, mixe
     assert "2 edited, 0 skipped (done earlier), 2 failed" in result.stderr
 
 
+def output_files(output_jsonl, cwd) -> dict:
+    """Each output image of a run made in ``cwd``, with its modification time and bytes."""
+    paths = [os.path.join(cwd, p) for row in read_jsonl(output_jsonl) for p in row["output_image"]]
+    return {p: (os.stat(p).st_mtime_ns, open(p, "rb").read()) for p in paths}
+
+
 def test_a_rerun_skips_done_rows(tmp_path, mixed_input):
-    cli("run", mixed_input, "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
+    first = cli("run", mixed_input, "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    output = tmp_path / first.stdout.strip().splitlines()[-1]
+    before, files = output.read_bytes(), output_files(output, tmp_path)
+    assert len(files) == 2
     result = cli("run", mixed_input, "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
     assert "0 edited, 2 skipped (done earlier), 2 failed" in result.stderr
+    assert output.read_bytes() == before
+    assert output_files(output, tmp_path) == files  # same bytes, and not rewritten: same modification times
 
 
 def test_dry_run_reports_problems_by_line_and_generates_nothing(tmp_path, mixed_input):
@@ -86,6 +99,10 @@ def test_malformed_lines_can_be_skipped(tmp_path, mixed_input):
     write_jsonl(tmp_path / "bad.jsonl", [edit_row("a.png", "Blur it."), "{oops"])
     result = cli("run", "bad.jsonl", "--backend", "classic", "--skip-malformed-lines", "--no-gallery", cwd=tmp_path)
     assert result.returncode == 0 and "line 2 skipped" in result.stderr
+    (row,) = read_jsonl(tmp_path / result.stdout.strip().splitlines()[-1])
+    (path,) = row["output_image"]
+    blurred = Image.open(tmp_path / "a.png").convert("RGB").filter(ImageFilter.GaussianBlur(0.01 * 20))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / path)), np.asarray(blurred))  # 1% of the short side
 
 
 def test_flux_kontext_backend_keeps_aspect_ratios(tmp_path, mixed_images, tiny_model_dir):
@@ -157,3 +174,13 @@ def test_speed_flags_that_cannot_combine_are_refused_before_any_work(tmp_path, m
     assert result.returncode == 2
     assert "cuda_graphs cannot be combined with offload" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_model_loads(tmp_path, mixed_input):
+    (tmp_path / "blocker").write_text("a file where a folder should go")
+    for out in ("/proc/forbidden", str(tmp_path / "blocker" / "out")):
+        # flux-kontext with a model that does not exist: the folder problem must be said before any model load
+        result = cli("run", mixed_input, "--model", str(tmp_path / "no-model"), "--out", out, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if "<frozen runpy>" not in line]  # python -m's own
+        assert len(lines) == 1 and lines[0].startswith("error: cannot create the output folder " + out)

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from dataflow.core.errors import RowError
-from dataflow.core.rows import image_path, instruction, row_key
+from dataflow.core.rows import image_path, image_paths, instruction, row_key
 
 
 def test_instruction_is_the_last_user_message_of_a_multi_turn_conversation():
@@ -42,12 +42,19 @@ def test_relative_paths_resolve_against_the_input_folder_and_absolute_ones_stay(
     assert image_path({"images": absolute}, "images", str(tmp_path)) == absolute
 
 
+def test_a_row_may_hold_several_images_in_order(tmp_path):
+    paths = image_paths({"images": ["b.png", "/abs/a.png"]}, "images", str(tmp_path))
+    assert paths == [str(tmp_path / "b.png"), os.path.abspath("/abs/a.png")]
+    assert image_path({"images": ["b.png", "a.png"]}, "images", str(tmp_path)) == str(tmp_path / "b.png")
+
+
 @pytest.mark.parametrize("value, fragment", [
-    (None, "missing or null"), (3, "path string"), ("", "empty string"), (["a.png", "b.png"], "exactly one"),
+    (None, "missing or null"), (3, "path string"), ("", "empty string"), ([], "empty list"),
+    (["a.png", 7], "'images' item 2 must be a path string"), (["a.png", None], "item 2 is missing"),
 ])
 def test_bad_image_fields_raise_a_row_error(value, fragment, tmp_path):
     with pytest.raises(RowError, match=fragment):
-        image_path({"images": value}, "images", str(tmp_path))
+        image_paths({"images": value}, "images", str(tmp_path))
 
 
 def test_row_key_prefers_the_id_field_and_otherwise_hashes_image_and_conversation():

@@ -10,6 +10,7 @@ from PIL import Image
 from dataflow.core.errors import InputError
 from dataflow.engines.job import EditJob
 from dataflow.engines.local import LocalEngine
+from dataflow.engines.records import RecordStore
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.utils.checkpoint import progress_path
@@ -178,7 +179,7 @@ def test_rows_not_reached_are_marked_in_the_output(tmp_path):
     write_image(tmp_path / "a.png", 16, 16)
     job = EditJob(rows=[edit_row("a.png", "x")], serving=InvertServing(), image_io=ImageIO(str(tmp_path / "o")),
                   base_dir=str(tmp_path), progress_file=str(tmp_path / "p.jsonl"))
-    assert "not processed" in job.output_rows({})[0]["output_image_error"]
+    assert "not processed" in job.output_rows(RecordStore(job.image_io))[0]["output_image_error"]
     rows, summary = LocalEngine().run(job, show_progress=False)
     assert rows[0]["output_image"] and summary.exit_code == 0
 
@@ -196,3 +197,68 @@ def test_a_row_is_checkpointed_only_after_its_images_are_on_disk(tmp_path, monke
     monkeypatch.setattr(Checkpoint, "add", checked_add)
     summary, _ = run_operator(tmp_path, good_rows(tmp_path, 7), InvertServing(batch_size=2))
     assert summary.generated == 7 and seen == [True] * 7
+
+
+def test_decoder_warnings_are_counted_in_the_summary_not_printed(tmp_path, capfd):
+    from tests.io.corpus import tiff_file
+
+    (tmp_path / "warns.tif").write_bytes(tiff_file(24, 16, extra_tags=((284, 3, 2, 1),)))
+    rows = [edit_row("warns.tif", "edit"), good_rows(tmp_path, 1)[0]]
+    summary, out = run_operator(tmp_path, rows, InvertServing())
+    assert summary.generated == 2 and summary.warnings >= 1
+    assert "image decoder warnings" in summary.describe()
+    assert "Warning" not in capfd.readouterr().err
+
+
+def test_a_row_with_several_images_fails_alone_on_a_one_image_backend(tmp_path):
+    rows = good_rows(tmp_path, 2)
+    two = dict(rows[0], images=[rows[0]["images"], rows[1]["images"]])
+    summary, out = run_operator(tmp_path, [two] + rows, InvertServing())
+    assert (summary.generated, summary.failed) == (2, 1)
+    assert out[0]["output_image"] == []
+    assert "has 2 images" in out[0]["output_image_error"] and "--backend api" in out[0]["output_image_error"]
+
+
+class CountingRows:
+    """A re-iterable row source that counts the rows read so far (as ``FileStorage.stream()`` would read them)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.read = 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.read += 1
+            yield row
+
+
+def test_editing_starts_while_the_input_is_still_being_read(tmp_path):
+    image = os.path.basename(write_image(tmp_path / "a.png", 16, 16))
+    source = CountingRows([edit_row(image, f"edit {i}", id=i) for i in range(3000)])
+    read_at_first_batch = []
+    serving = InvertServing(batch_size=4, on_batch=lambda requests: read_at_first_batch.append(source.read))
+    job = EditJob(rows=source, serving=serving, image_io=ImageIO(str(tmp_path / "o")), base_dir=str(tmp_path),
+                  progress_file=str(tmp_path / "p.jsonl"), save_interval=500)
+    rows, summary = LocalEngine().run(job, show_progress=False)
+    assert read_at_first_batch[0] < 1000  # the first batch ran long before the 3,000th row was read
+    assert summary.total == summary.generated == 3000
+    out = list(rows)  # a streamed source gives the output rows as an iterator, reading the source again
+    assert [r["id"] for r in out] == list(range(3000)) and all(len(r["output_image"]) == 1 for r in out)
+
+
+def test_buckets_are_formed_over_a_bounded_window():
+    from dataflow.engines.tasks import Bucketer, RowTask
+
+    bucketer = Bucketer(batch_size=4, window=8)
+    tasks = [RowTask(i, f"k{i}", ["x.png"], "x", bucket=i % 5) for i in range(40)]  # 5 buckets, 8 rows each
+    batches = [batch for task in tasks for batch in bucketer.add(task)] + list(bucketer.flush())
+    assert sorted(t.index for b in batches for t in b) == list(range(40))  # every row once
+    assert all(len({t.bucket for t in b}) == 1 and len(b) <= 4 for b in batches)
+    held, peak = set(), 0  # rows taken in but not yet handed out never exceed the window (plus the row in hand)
+    bucketer = Bucketer(batch_size=4, window=8)
+    for task in tasks:
+        held.add(task.index)
+        for batch in bucketer.add(task):
+            held -= {t.index for t in batch}
+        peak = max(peak, len(held))
+    assert peak <= 9

@@ -111,7 +111,7 @@ def late_wait(*args, **kwargs):
     return wait(*args, **kwargs)
 ray.wait = late_wait
 job = invert_job(pathlib.Path(sys.argv[1]), 10, InvertServing(batch_size=1, on_batch=SlowDown(0.3)))
-batches = [[RowTask(i, f"k{i}", row["images"], "x")] for i, row in enumerate(job.rows)]
+batches = [[RowTask(i, f"k{i}", [row["images"]], "x")] for i, row in enumerate(job.rows)]
 records = []
 engine = RayEngine(num_workers=2, ray_init_kwargs={"num_cpus": 2, "_temp_dir": sys.argv[2], "include_dashboard": False})
 engine._execute(job, batches, records.append, lambda: len(records) >= 2)
@@ -199,7 +199,7 @@ def test_actor_deaths_lose_no_row_and_a_batch_that_kills_every_actor_fails_after
 
 def test_a_stop_request_ends_the_run_after_the_next_record(tmp_path):
     job = invert_job(tmp_path, 6, InvertServing(batch_size=1))
-    batches = [[RowTask(i, f"k{i}", row["images"], "x")] for i, row in enumerate(job.rows)]
+    batches = [[RowTask(i, f"k{i}", [row["images"]], "x")] for i, row in enumerate(job.rows)]
     records = []
     RayEngine(num_workers=1)._execute(job, batches, records.append, lambda: True)
     assert len(records) == 1 and ray.is_initialized()  # Ray was started by the fixture, so it stays up

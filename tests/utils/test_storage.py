@@ -88,3 +88,28 @@ def test_missing_input_and_bad_options_are_clear_errors(tmp_path):
         FileStorage(str(tmp_path / "in.txt")).step().read("dict")
     with pytest.raises(InputError, match="step"):
         FileStorage("x.jsonl").read("dict")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv"])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_row(tmp_path, suffix):
+    row = {"images": "x.png", "conversations": ROWS[0]["conversations"]}
+    text = {"jsonl": json.dumps(row) + "\n", "json": json.dumps([row]),
+            "csv": pd.DataFrame([{"images": "x.png", "conversations": json.dumps(row["conversations"])}]).to_csv(
+                index=False)}[suffix]
+    path = tmp_path / f"in.{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # as Windows editors save UTF-8
+    rows = FileStorage(str(path), cache_path=str(tmp_path)).step().read("dict")
+    assert rows == [row]
+
+
+def test_a_stream_reads_the_file_again_on_each_pass_and_counts_its_rows(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [ROWS[0], "", ROWS[1]])
+    stream = FileStorage(source, cache_path=str(tmp_path)).step().stream()
+    assert list(stream) == ROWS and list(stream) == ROWS
+    assert [n for n, _ in stream.numbered()] == [1, 3] and stream.count() == 2
+
+
+def test_rows_written_from_an_iterator_are_streamed_to_the_step_file(tmp_path):
+    storage = FileStorage(write_jsonl(tmp_path / "in.jsonl", ROWS), cache_path=str(tmp_path / "c")).step()
+    path = storage.write(dict(r, n=i) for i, r in enumerate(storage.stream()))
+    assert read_jsonl(path) == [dict(r, n=i) for i, r in enumerate(ROWS)]

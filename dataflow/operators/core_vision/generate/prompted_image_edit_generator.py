@@ -12,6 +12,7 @@ from dataflow.core.validation import check_positive_int
 from dataflow.engines.job import EditJob
 from dataflow.engines.local import LocalEngine
 from dataflow.engines.summary import RunSummary
+from dataflow.io.atomic import ensure_writable_folder
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
 from dataflow.utils.checkpoint import progress_path
@@ -52,12 +53,12 @@ class PromptedImageEditGenerator(OperatorABC):
         input_conversation_key: str = "conversations",
         output_image_key: str = "output_image",
     ) -> EditJob:
-        """The job this operator would run on ``storage``'s current step."""
+        """The job this operator would run on ``storage``'s current step; its rows stream from the step's file."""
         if not output_image_key:
             raise InputError("output_image_key must be a non-empty field name")
         image_io = self.serving.image_io or ImageIO(save_path=os.path.join(storage.cache_path, "images"))
         return EditJob(
-            rows=storage.read(output_type="dict"),
+            rows=storage.stream(),
             serving=self.serving,
             image_io=image_io,
             base_dir=storage.input_dir,
@@ -83,6 +84,8 @@ class PromptedImageEditGenerator(OperatorABC):
         finished so far is checkpointed; rerunning resumes.
         """
         job = self.build_job(storage, input_image_key, input_conversation_key, output_image_key)
+        ensure_writable_folder(os.path.dirname(os.path.abspath(storage.write_path)), "cache folder")
+        ensure_writable_folder(job.image_io.save_path, "image folder")
         rows, summary = self.engine.run(job, show_progress=show_progress)
         summary.output_path = storage.write(rows)
         logger.info("%s", summary.describe())
