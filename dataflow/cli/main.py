@@ -1,6 +1,6 @@
 """``dataflow-edit``: edit every image of a JSONL file by its instruction, from the command line.
 
-    dataflow-edit run INPUT.jsonl [--backend flux-kontext|classic] [--model PATH_OR_ID] [--out DIR] ...
+    dataflow-edit run INPUT.jsonl [--backend flux-kontext|classic|api] [--model PATH_OR_ID_OR_NAME] [--out DIR] ...
     dataflow-edit gallery OUTPUT.jsonl
 
 Progress goes to stderr (a tqdm bar and a summary); the last line on stdout is the output JSONL's path.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Optional, Sequence
@@ -19,14 +20,16 @@ from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
-from dataflow.io.atomic import atomic_open
+from dataflow.io.atomic import atomic_open, ensure_writable_folder
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.reports.gallery import MANIFEST_NAME, build_gallery_from_manifest
 from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
-from dataflow.utils.storage import FileStorage
+from dataflow.serving.api.flags import add_api_flags
+from dataflow.utils.storage import FileStorage, RowStream
 
-BACKENDS = ("flux-kontext", "classic")
+BACKENDS = ("flux-kontext", "classic", "api")
+DEFAULT_MODELS = {"flux-kontext": "black-forest-labs/FLUX.1-Kontext-dev"}
 OUTPUT_PREFIX = "edited"
 
 
@@ -38,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = run.add_argument
     add("input", help="input .jsonl (or .json, .csv, .parquet)")
     add("--backend", choices=BACKENDS, default="flux-kontext",
-        help="flux-kontext: FLUX.1 Kontext via diffusers (GPU); classic: exact global edits with Pillow (CPU)")
-    add("--model", default="black-forest-labs/FLUX.1-Kontext-dev", help="local diffusers folder or Hub id")
+        help="flux-kontext: FLUX.1 Kontext via diffusers (GPU); classic: exact global edits with Pillow (CPU); "
+             "api: a cloud or self-hosted edit API (key from $DF_API_KEY)")
+    add("--model", default=None,
+        help="flux-kontext: local diffusers folder or Hub id (default FLUX.1-Kontext-dev); api: the model name")
     add("--out", default="dataflow-edit-output", help="output folder (images, output JSONL, gallery)")
     add("--steps", type=int, default=28, help="denoising steps")
     add("--guidance", type=float, default=3.5, help="FLUX guidance scale")
@@ -50,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
     add_acceleration_flags(run)
     add_engine_flags(run)
+    add_api_flags(run.add_argument_group("api backend"))
     add("--image-key", default="images")
     add("--conversation-key", default="conversations")
     add("--output-key", default="output_image")
@@ -71,10 +77,14 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
         from dataflow.serving.classic_edit_serving import ClassicEditServing
 
         return ClassicEditServing(image_io=image_io, batch_size=args.batch_size)
+    if args.backend == "api":
+        from dataflow.serving.api.flags import api_serving_from_flags
+
+        return api_serving_from_flags(args, image_io)
     from dataflow.serving.flux_kontext_serving import FluxKontextServing
 
     serving = FluxKontextServing(
-        args.model, batch_size=args.batch_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        args.model or DEFAULT_MODELS["flux-kontext"], batch_size=args.batch_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
         num_images_per_prompt=args.images_per_prompt, height=args.height, width=args.width, seed=args.seed,
         acceleration=Acceleration.from_flags(args),
     )
@@ -85,8 +95,10 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
 def command_run(args: argparse.Namespace) -> int:
     storage = FileStorage(args.input, cache_path=args.out, file_name_prefix=OUTPUT_PREFIX,
                           skip_malformed_lines=args.skip_malformed_lines)
-    serving = build_serving(args, ImageIO(save_path=args.out))
-    engine = engine_from_flags(args, serving, uses_gpu=args.backend != "classic")
+    RowStream(args.input)  # a missing or unsupported input file is said now, before any model loads
+    serving = build_serving(args, ImageIO(save_path=args.out))  # checks the options; loads nothing yet
+    ensure_writable_folder(args.out, "output folder")
+    engine = engine_from_flags(args, serving, uses_gpu=args.backend == "flux-kontext")
     generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine)
     keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
                 output_image_key=args.output_key)
@@ -96,6 +108,10 @@ def command_run(args: argparse.Namespace) -> int:
     summary = generator.run(storage.step(), **keys)
     print(f"done: {summary.generated} edited, {summary.reused} skipped (done earlier), {summary.failed} failed, "
           f"{summary.seconds:.1f} s", file=sys.stderr)
+    if summary.warnings:
+        print(f"{summary.warnings} image decoder warnings (shown with --debug)", file=sys.stderr)
+    if summary.describe_usage():
+        print(f"{args.backend}: {summary.describe_usage()}", file=sys.stderr)
     if not args.no_gallery:
         print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
     print(summary.output_path)
@@ -109,13 +125,12 @@ def dry_run(storage: FileStorage, serving: ImageEditServing, generator: Prompted
 
     note = serving.check_model()
     job = generator.build_job(storage.step(), **keys)
-    problems = validate_job(job, storage.source_lines)
+    total, problems = validate_job(job)
     for problem in problems:
         print(f"{problem.where(storage.first_entry_file_name)}: {problem.message}")
     if note:
         print(f"note: {note}", file=sys.stderr)
-    print(f"dry run: {len(job.rows)} rows, {len(job.rows) - len(problems)} ready, {len(problems)} with problems",
-          file=sys.stderr)
+    print(f"dry run: {total} rows, {total - len(problems)} ready, {len(problems)} with problems", file=sys.stderr)
     return EXIT_OK if not problems else EXIT_ROWS_FAILED
 
 
@@ -142,7 +157,7 @@ def command_gallery(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    get_logger()
+    get_logger().setLevel(logging.DEBUG if args.debug else logging.INFO)
     command = command_run if args.command == "run" else command_gallery
     return run_main(lambda: command(args), debug=args.debug)
 

@@ -22,25 +22,19 @@ from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing
-from dataflow.utils.storage import FileStorage
+from dataflow.statics.pipelines.script_flags import (
+    add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
+)
 
-EXAMPLE_FILE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, "example", "image_edit",
-                            "prompts.jsonl")
 
 
 class ImageEditingPipeline:
     """FileStorage -> PromptedImageEditGenerator(LocalImageGenServing) -> step file, built from ``args``."""
 
     def __init__(self, args: argparse.Namespace):
-        self.storage = FileStorage(
-            first_entry_file_name=args.first_entry_file_name,
-            cache_path=args.cache_path,
-            file_name_prefix=args.file_name_prefix,
-            cache_type=args.cache_type,
-            skip_malformed_lines=args.skip_malformed_lines,
-        )
+        self.storage = storage_from_flags(args)
         self.serving = LocalImageGenServing(
-            image_io=ImageIO(save_path=args.image_save_path or args.cache_path),
+            image_io=ImageIO(save_path=image_folder(args)),
             hf_model_name_or_path=args.hf_model_name_or_path,
             hf_cache_dir=args.hf_cache_dir,
             hf_local_dir=args.hf_local_dir,
@@ -59,8 +53,7 @@ class ImageEditingPipeline:
         engine = engine_from_flags(args, self.serving)
         self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval,
                                                     engine=engine)
-        self.keys = dict(input_image_key=args.input_image_key, input_conversation_key=args.input_conversation_key,
-                         output_image_key=args.output_image_key)
+        self.keys = operator_keys(args)
 
     def forward(self):
         return self.generator.run(storage=self.storage.step(), **self.keys)
@@ -68,13 +61,8 @@ class ImageEditingPipeline:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Edit every image of a JSONL file by its instruction (FLUX.1 Kontext).")
+    add_storage_flags(parser, cache_path="./cache_local/image_edit_local")
     add = parser.add_argument
-    add("--first_entry_file_name", default=os.path.normpath(EXAMPLE_FILE), help="input jsonl/json/csv/parquet")
-    add("--cache_path", default="./cache_local/image_edit_local", help="folder of step files (and images)")
-    add("--file_name_prefix", default="dataflow_cache_step")
-    add("--cache_type", default="jsonl", choices=["jsonl", "json", "csv", "parquet"])
-    add("--skip_malformed_lines", action="store_true", help="skip invalid JSONL lines with a warning")
-    add("--image_save_path", default=None, help="folder of edited images (default: --cache_path)")
     add("--hf_model_name_or_path", default="black-forest-labs/FLUX.1-Kontext-dev", help="local folder or Hub id")
     add("--hf_cache_dir", default="./cache_local")
     add("--hf_local_dir", default="./ckpt/models/")
@@ -89,12 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     add_acceleration_flags(parser, separator="_")
-    add("--save_interval", type=int, default=10, help="rows per durable checkpoint")
     add_engine_flags(parser, separator="_")
-    add("--input_image_key", default="images")
-    add("--input_conversation_key", default="conversations")
-    add("--output_image_key", default="output_image")
-    add("--debug", action="store_true", help="show tracebacks")
+    add_operator_flags(parser)
     return parser
 
 

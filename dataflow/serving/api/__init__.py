@@ -1,0 +1,10 @@
+"""Editing through remote APIs: OpenAI's ``/images/edits`` (and compatible servers) and Gemini.
+
+``client`` is the HTTP layer every remote call shares (retries, ``Retry-After``, error classes, key hygiene);
+``openai_format`` and ``gemini_format`` are the request shapes; ``serving`` is ``APIEditServing``; ``flags``
+adds the command-line options. Needs the ``[api]`` extra (httpx).
+"""
+
+from dataflow.serving.api.serving import APIEditServing
+
+__all__ = ["APIEditServing"]

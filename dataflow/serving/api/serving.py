@@ -1,0 +1,250 @@
+"""``APIEditServing``: image editing by a remote API (OpenAI's ``/images/edits`` or Gemini), one request per row.
+
+The engine runs up to ``concurrency`` (``max_concurrency``) ``edit`` calls at once from threads, each with one
+row, so every row's result reaches the checkpoint as soon as its own request completes. ``edit`` is thread-safe:
+the ``HTTPClient`` (one ``httpx.Client``) is shared and the counters sit behind a lock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from typing import Any, Optional, Sequence
+
+from dataflow.core.errors import InputError, ModelLoadError, ServiceError
+from dataflow.core.request import EditRequest, EditResult
+from dataflow.core.seeding import image_seed
+from dataflow.core.serving import ImageEditServing
+from dataflow.core.validation import check_positive_int
+from dataflow.serving.api.client import (
+    Counters, HTTPClient, NotFound, Rejected, RequestFailed, RetryPolicy, Secret, Unauthorized, json_or_none, redact,
+)
+from dataflow.serving.api.edit_format import AnswerError, EditAnswer, EditCall, short
+from dataflow.serving.api.gemini_format import GeminiEditFormat
+from dataflow.serving.api.openai_format import OpenAIEditFormat
+
+FORMATS = {"openai": OpenAIEditFormat, "gemini": GeminiEditFormat}
+KEY_VARIABLE = "DF_API_KEY"
+SEED_RANGE = 2**31  # Gemini's seed is an int32; OpenAI-compatible servers take any integer
+
+
+class APIEditServing(ImageEditServing):
+    """Edit rows with a remote image edit API.
+
+    Args:
+        api_format: "openai" (``POST {base}/images/edits``; OpenAI, vLLM-omni, SGLang) or "gemini".
+        api_url: the API root; default OpenAI's ``https://api.openai.com/v1`` or Gemini's
+            ``https://generativelanguage.googleapis.com``. ``/v1`` is added to an OpenAI URL without one.
+        model: the model name; default ``gpt-image-1`` (openai) or ``gemini-2.5-flash-image`` (gemini).
+        api_key: the key; none is sent when empty (self-hosted servers), and a 401 then stops the run.
+        num_images_per_prompt: edited images per row: ``n`` of one request (openai), one request each (gemini).
+        size, quality: OpenAI's ``size`` and ``quality`` fields, sent when given.
+        extra_body: more fields for the server (openai: form fields such as ``num_inference_steps``,
+            ``guidance_scale``, ``true_cfg_scale``, ``negative_prompt``; gemini: merged into the JSON body).
+            A ``seed`` is not sent as given: each request gets ``image_seed(seed, row key, k) % 2**31``, so a
+            row's result does not depend on which rows ran with it.
+        max_concurrency: requests in flight at once.
+        max_retries: retries of a request after 429, 5xx, a timeout or a lost connection.
+        timeout: seconds to wait for an answer; connect_timeout: seconds to wait for a connection.
+        retry_delay: the first backoff in seconds (doubling, with jitter, at most 60 s); a ``Retry-After`` header
+            overrides it (up to 120 s; a longer wait fails the row at once).
+        image_io: where the driver saves the edited images.
+    """
+
+    batch_size = 1
+    max_input_images = None
+
+    def __init__(self, api_format: str = "openai", api_url: Optional[str] = None, model: Optional[str] = None,
+                 api_key: Optional[str] = None, *, num_images_per_prompt: int = 1, size: Optional[str] = None,
+                 quality: Optional[str] = None, extra_body: Optional[dict] = None, max_concurrency: int = 8,
+                 max_retries: int = 5, timeout: float = 300, connect_timeout: float = 30,
+                 retry_delay: float = 1.0, image_io: Any = None):
+        if api_format not in FORMATS:
+            raise InputError(f"api_format must be one of {', '.join(FORMATS)}, got {api_format!r}")
+        check_positive_int(num_images_per_prompt=num_images_per_prompt, max_concurrency=max_concurrency)
+        check_seconds(timeout=timeout, connect_timeout=connect_timeout)
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise InputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
+            raise InputError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
+        kind = FORMATS[api_format]
+        extra = check_extra_body(extra_body, kind.reserved_fields)
+        self.seed = extra.pop("seed", None)
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise InputError(f"extra_body's seed must be an integer, got {self.seed!r}")
+        self.api_format = api_format
+        self.format = kind(api_url or kind.default_url, model or kind.default_model, size, quality, extra)
+        self.num_images_per_request = num_images_per_prompt
+        self.concurrency = max_concurrency
+        self.retry = RetryPolicy(max_retries=max_retries, base_delay=float(retry_delay))
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.image_io = image_io
+        self._key = Secret(api_key)
+        self._counters = Counters()
+        self._lock = threading.Lock()
+        self._client: Optional[HTTPClient] = None
+
+    # -- identity --------------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        return self.format.model
+
+    @property
+    def api_url(self) -> str:
+        return self.format.base_url
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(api_format={self.api_format!r}, api_url={self.api_url!r}, "
+                f"model={self.model!r}, max_concurrency={self.concurrency})")
+
+    def fingerprint(self) -> dict:
+        """Format, URL, model and every generation parameter; never the key."""
+        return {"serving": "api", "api_format": self.api_format, **self.format.describe(),
+                "num_images_per_prompt": self.num_images_per_request, "seed": self.seed}
+
+    def usage(self) -> dict:
+        """Requests sent (retries included), retries, refusals, images received, and the API's usage sums."""
+        counts = {"requests": 0, "retries": 0, "refusals": 0, "images": 0}
+        reported = self._counters.snapshot()
+        counts.update({k: reported.pop(k) for k in list(counts) if k in reported})
+        return {**counts, **dict(sorted(reported.items()))}
+
+    # -- pickling into workers -------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_client=None, _lock=None, _counters=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._counters = Counters()
+
+    # -- the client ------------------------------------------------------------------------------------
+    def client(self) -> HTTPClient:
+        """The shared client, made on first use (so a serving pickled into a worker makes its own)."""
+        with self._lock:
+            if self._client is None:
+                self._client = HTTPClient(self.timeout, self.connect_timeout, self.concurrency, self.retry,
+                                          secrets=(self._key,), counters=self._counters)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def check_model(self) -> Optional[str]:
+        """Reach the API and check the key and model without generating (``GET .../models``); a note back."""
+        call = self.format.check_call()
+        checker = HTTPClient(self.timeout, self.connect_timeout, 1,
+                             RetryPolicy(max_retries=min(self.retry.max_retries, 2), base_delay=self.retry.base_delay),
+                             secrets=(self._key,), counters=self._counters)
+        try:
+            response = self._send(checker, call)
+        except (RequestFailed, AnswerError) as exc:
+            raise ModelLoadError(f"the API check failed: {exc}") from None
+        finally:
+            checker.close()
+        return self.format.check_answer(json_or_none(response))
+
+    # -- editing ---------------------------------------------------------------------------------------
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        """One result per request, in order; the engine passes one row per call."""
+        return [self.edit_one(request) for request in requests]
+
+    def edit_one(self, request: EditRequest) -> EditResult:
+        """The row's images, or its error (a refusal, no image, retries exhausted); ``ServiceError`` stops the run."""
+        from dataflow.io.image_io import encode_png
+
+        pngs = [encode_png(image) for image in request.images]
+        images: list = []
+        try:
+            for k, n in self._calls(request.num_images):
+                seed = None if self.seed is None else image_seed(self.seed, request.key, k) % SEED_RANGE
+                answer = self._answer(self.format.edit_call(pngs, request.instruction, n, seed))
+                images += [self._image(item) for item in answer.images]
+        except AnswerError as exc:
+            if exc.refusal:
+                self._counters.add("refusals")
+            return EditResult(error=str(exc), final=exc.refusal)
+        except RequestFailed as exc:
+            return EditResult(error=str(exc))
+        self._counters.add("images", len(images))
+        if len(images) < request.num_images:
+            return EditResult(error=f"asked for {request.num_images} images, the API returned {len(images)}")
+        return EditResult(images=images[: request.num_images])
+
+    def _calls(self, n: int) -> list[tuple[int, int]]:
+        """(index of the first image, images) of each request a row needs."""
+        per_call = self.format.images_per_call or n
+        return [(k, min(per_call, n - k)) for k in range(0, n, per_call)]
+
+    def _answer(self, call: EditCall) -> EditAnswer:
+        response = self._send(self.client(), call)
+        payload = json_or_none(response)
+        if payload is None:
+            text = short(redact(response.text, (self._key,)), 200)
+            raise AnswerError(f"the API answered HTTP {response.status_code} with malformed JSON: {text!r}")
+        self._counters.add_usage(self.format.usage(payload))
+        return self.format.read_answer(payload)
+
+    def _send(self, client: HTTPClient, call: EditCall) -> Any:
+        """Send ``call`` with the key's header; turn a 4xx into the row's ``AnswerError`` or a run-stopping
+        ``ServiceError`` that says what to check."""
+        try:
+            try:
+                return client.request(call.method, call.url, headers=self.format.headers(self._key.reveal()),
+                                      json=call.json, data=call.data, files=call.files)
+            except Rejected as exc:
+                rejection = self.format.rejection(exc)  # may itself be Unauthorized (Gemini's API_KEY_INVALID)
+            raise rejection
+        except Unauthorized as exc:
+            hint = (f"the API key was refused; check {KEY_VARIABLE}" if self._key
+                    else f"no API key was given; set {KEY_VARIABLE}")
+            raise ServiceError(f"{exc} ({hint})") from None
+        except NotFound as exc:
+            raise ServiceError(f"{exc} (check the model name {self.model!r} and the API URL "
+                               f"{self.api_url!r})") from None
+
+    def _image(self, item: Any) -> Any:
+        """A PIL RGB image from answer bytes, or from a URL fetched without the key."""
+        from PIL import Image, UnidentifiedImageError
+
+        if isinstance(item, str):
+            try:
+                item = self.client().request("GET", item, follow_redirects=True).content
+            except (Unauthorized, NotFound) as exc:
+                raise AnswerError(f"cannot download the edited image: {exc}") from None
+        try:
+            with Image.open(io.BytesIO(item)) as image:
+                image.load()
+                return image.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise AnswerError(f"the API returned an image that cannot be decoded: {exc}") from None
+
+
+def check_seconds(**values: Any) -> None:
+    """``InputError`` naming the first value that is not a positive number of seconds."""
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise InputError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def check_extra_body(extra_body: Any, reserved: frozenset) -> dict:
+    """A copy of ``extra_body``: a JSON object whose keys are not set by the serving itself."""
+    if extra_body is None:
+        return {}
+    if not isinstance(extra_body, dict) or not all(isinstance(k, str) for k in extra_body):
+        raise InputError(f"extra_body must be a JSON object (a dict with string keys), got {extra_body!r}")
+    clash = sorted(set(extra_body) & reserved)
+    if clash:
+        raise InputError(f"extra_body must not set {', '.join(clash)}: the serving's own arguments do")
+    try:
+        json.dumps(extra_body)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"extra_body must be JSON-serialisable: {exc}") from None
+    return dict(extra_body)
