@@ -1,6 +1,8 @@
-"""Markdown tables for the README from benchmark results (``benchmarks/results/*.json``).
+"""Markdown tables for docs/performance.md from ``bench_kontext.py`` results (``benchmarks/results/*.json``).
 
     python benchmarks/results_table.py benchmarks/results/*.json
+
+Other results in that folder (the driver benchmark's ``driver-*.json``) have no such table and are skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ def cell(value, digits: int = 2) -> str:
     if value is None:
         return ""
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+KONTEXT_FIELDS = ("device", "torch", "diffusers", "resolution", "steps", "batch_size", "baseline_s_per_image", "modes")
+
+
+def is_kontext_result(result) -> bool:
+    """Whether ``result`` (a loaded JSON) is a ``bench_kontext.py`` result, the only kind this script tables."""
+    return isinstance(result, dict) and all(field in result for field in KONTEXT_FIELDS)
 
 
 def table(path: str) -> str:
@@ -43,7 +53,14 @@ def main(argv: Optional[list] = None) -> None:
     paths = (argv if argv is not None else sys.argv[1:])
     if not paths:
         sys.exit("usage: python benchmarks/results_table.py RESULT.json [...]")
-    print("\n\n".join(table(path) for path in paths))
+    tables = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            if not is_kontext_result(json.load(handle)):
+                print(f"skipped {path}: not a bench_kontext.py result", file=sys.stderr)
+                continue
+        tables.append(table(path))
+    print("\n\n".join(tables))
 
 
 if __name__ == "__main__":
