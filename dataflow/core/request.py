@@ -19,6 +19,7 @@ class EditRequest:
         instruction: the edit to apply, in plain language.
         num_images: how many edited images to produce for this row.
         more_images: the row's further reference images, in order, for backends that take several.
+        edited: the row's edited images, for servings that measure edits instead of making them (scorers).
     """
 
     key: str
@@ -26,6 +27,7 @@ class EditRequest:
     instruction: str
     num_images: int = 1
     more_images: tuple = ()
+    edited: tuple = ()
 
     @property
     def images(self) -> list:
@@ -38,12 +40,14 @@ class EditResult:
     """The outcome of one request: its images, or an error message for that row alone.
 
     ``final`` marks an error that a rerun would meet again and that costs to find (an API's refusal of the
-    content): a resumed run keeps it instead of sending the row again.
+    content): a resumed run keeps it instead of sending the row again. A serving that measures rather than
+    edits (a scorer) returns ``values`` instead of images: JSON-able, one entry per edited image.
     """
 
     images: list = field(default_factory=list)
     error: Optional[str] = None
     final: bool = False
+    values: Optional[list] = None
 
     @property
     def ok(self) -> bool:

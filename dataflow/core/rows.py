@@ -35,6 +35,15 @@ def image_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
     return [_one_path(value, f"'{key}'", base_dir)]
 
 
+def edited_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
+    """The row's edited images (its ``output_image`` list, as a run wrote it), resolved against ``base_dir``."""
+    value = row.get(key)
+    if is_missing(value):
+        raise RowError(f"'{key}' is missing or null: this row has no edited images to score")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [_one_path(v, f"'{key}' item {i + 1}", base_dir) for i, v in enumerate(values)]
+
+
 def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
     """The row's first reference image as a path (the one its output's shape follows)."""
     return image_paths(row, key, base_dir)[0]

@@ -27,6 +27,10 @@ class EditJob:
         progress_file: the checkpoint that makes the run resumable.
         image_key, conversation_key, output_key: field names in the rows.
         save_interval: finished rows per durable checkpoint flush.
+        edited_key: set for a job that scores edits instead of making them: the field holding each row's edited
+            image paths (the serving returns values, stored under ``output_key``, and writes no file).
+        edited_dir: folder that relative edited image paths are resolved against (default: the working
+            directory, where the run that made them wrote them).
     """
 
     rows: Union[list, Iterable]
@@ -38,6 +42,13 @@ class EditJob:
     conversation_key: str = "conversations"
     output_key: str = "output_image"
     save_interval: int = 10
+    edited_key: Optional[str] = None
+    edited_dir: Optional[str] = None
+
+    @property
+    def writes_files(self) -> bool:
+        """True for an edit job (outputs are image files), False for a scoring job (outputs are values)."""
+        return self.edited_key is None
 
     @property
     def error_key(self) -> str:

@@ -13,6 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator, Union
 
+from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
 from dataflow.engines.job import EditJob
 from dataflow.engines.records import make_record
@@ -41,7 +42,8 @@ class Planner:
     def __init__(self, job: EditJob, previous: dict[str, Union[tuple, str]], threads: int = PROBE_THREADS):
         self.job = job
         self.previous = previous
-        self.owner = {path: key for key, paths in previous.items() if isinstance(paths, tuple) for path in paths}
+        self.owner = ({path: key for key, paths in previous.items() if isinstance(paths, tuple) for path in paths}
+                      if job.writes_files else {})
         self.threads = threads
         self.total = 0
         self.finished = False
@@ -88,11 +90,13 @@ class Planner:
         done = self.previous.get(key)
         if isinstance(done, str):  # a final error (a refusal): asking again would cost and fail the same way
             return dict(make_record(index, key, error=done, final=True), reused=True)
-        if done and all(os.path.isfile(p) for p in done):
-            return dict(make_record(index, key, output=done), reused=True)
         job = self.job
+        if done and (not job.writes_files or all(os.path.isfile(p) for p in done)):
+            return dict(make_record(index, key, output=done), reused=True)
         try:
             task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir)
+            if not job.writes_files:
+                return self.scoring_task(task, row)
             check_image_count(task, job.serving.max_input_images, job.serving.display_name)
             sizes = [job.image_io.probe(path, warnings=task.warnings) for path in task.image_paths]
         except RowError as exc:
@@ -100,6 +104,11 @@ class Planner:
         task.bucket = bucket_of(job.serving.bucket_key(*sizes[0]), sizes)
         task.suffix = self.free_suffix(task)
         return task
+
+    def scoring_task(self, task: RowTask, row: dict) -> Union[RowTask, dict]:
+        """The task of a row whose edits are scored; a row without edited images is done at once (no scores)."""
+        task.edited_paths = row_fields.edited_paths(row, self.job.edited_key, self.job.edited_dir or os.getcwd())
+        return task if task.edited_paths else make_record(task.index, task.key, output=[])
 
     def free_suffix(self, task: RowTask) -> str:
         """'' unless the row's default file names belong to another row's results from an earlier run."""

@@ -20,6 +20,7 @@ class RowTask:
     bucket: Hashable = None
     suffix: str = ""  # tells apart output files when another row's files already hold the default names
     warnings: list = field(default_factory=list)  # decoder warnings seen while planning, one line each
+    edited_paths: list = field(default_factory=list)  # the row's edited images, when the job scores edits
 
     @property
     def image_path(self) -> str:

@@ -51,11 +51,13 @@ class BatchWorker:
             warnings = list(task.warnings)
             try:
                 images = self.image_io.read(task.image_paths, warnings=warnings)
+                edited = self.image_io.read(task.edited_paths, warnings=warnings)
             except RowError as exc:
                 decoded.failed.append(make_record(task.index, task.key, error=str(exc), warnings=len(warnings)))
                 continue
             decoded.requests.append(EditRequest(task.key, images[0], task.instruction,
-                                                self.serving.num_images_per_request, more_images=tuple(images[1:])))
+                                                self.serving.num_images_per_request, more_images=tuple(images[1:]),
+                                                edited=tuple(edited)))
             decoded.tasks.append(task)
             decoded.warnings.append(len(warnings))
         return decoded
@@ -73,6 +75,8 @@ class BatchWorker:
             if result.error:
                 records.append(make_record(task.index, task.key, error=result.error, warnings=warnings,
                                            final=result.final))
+            elif result.values is not None:  # a scorer's values: nothing to write
+                records.append(make_record(task.index, task.key, output=result.values, warnings=warnings))
             else:
                 paths = self.image_io.write(task.index, result.images, task.suffix)
                 records.append(make_record(task.index, task.key, output=paths, warnings=warnings))
