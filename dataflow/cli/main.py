@@ -1,6 +1,8 @@
 """``dataflow-edit``: edit every image of a JSONL file by its instruction, from the command line.
 
     dataflow-edit run INPUT.jsonl [--backend flux-kontext|classic|api] [--model PATH_OR_ID_OR_NAME] [--out DIR] ...
+    dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge ...
+    dataflow-edit filter SCORED.jsonl --min clip_t=0.2 --max dino=0.95 [--drop-no-change]
     dataflow-edit gallery OUTPUT.jsonl
 
 Progress goes to stderr (a tqdm bar and a summary); the last line on stdout is the output JSONL's path.
@@ -9,23 +11,24 @@ Progress goes to stderr (a tqdm bar and a summary); the last line on stdout is t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from typing import Optional, Sequence
 
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
+from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
-from dataflow.io.atomic import atomic_open, ensure_writable_folder
+from dataflow.io.atomic import ensure_writable_folder
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
-from dataflow.reports.gallery import MANIFEST_NAME, build_gallery_from_manifest
+from dataflow.reports.gallery import build_gallery_from_manifest
 from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.serving.api.flags import add_api_flags
+from dataflow.utils.manifest import write_manifest as write_manifest_file
 from dataflow.utils.storage import FileStorage, RowStream
 
 BACKENDS = ("flux-kontext", "classic", "api")
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dry-run", action="store_true", help="check the input and the model without generating anything")
     add("--no-gallery", action="store_true", help="do not write gallery.html")
     add("--debug", action="store_true", help="show tracebacks")
+
+    add_score_parser(commands)
+    add_filter_parser(commands)
 
     gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
     gallery.add_argument("output", help="the output JSONL of a run")
@@ -144,8 +150,7 @@ def write_manifest(args: argparse.Namespace) -> None:
         "conversation_key": args.conversation_key,
         "output_key": args.output_key,
     }
-    with atomic_open(os.path.join(args.out, MANIFEST_NAME)) as handle:
-        json.dump(manifest, handle, indent=2)
+    write_manifest_file(args.out, manifest)
 
 
 def command_gallery(args: argparse.Namespace) -> int:
@@ -158,7 +163,8 @@ def command_gallery(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     get_logger().setLevel(logging.DEBUG if args.debug else logging.INFO)
-    command = command_run if args.command == "run" else command_gallery
+    command = {"run": command_run, "score": command_score, "filter": command_filter,
+               "gallery": command_gallery}[args.command]
     return run_main(lambda: command(args), debug=args.debug)
 
 

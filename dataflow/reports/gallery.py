@@ -25,11 +25,11 @@ from dataflow.core.validation import check_positive_int
 from dataflow.io.atomic import atomic_open, atomic_write_bytes
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
+from dataflow.utils.manifest import run_folders
 from dataflow.utils.storage import read_records
 
 GALLERY_NAME = "gallery.html"
 FILES_DIR = "gallery_files"
-MANIFEST_NAME = "run.json"
 THUMB_QUALITY = 85
 _THUMB_NAME = re.compile(r"^row\d+_(in|out\d+)\.jpg$")
 _RAW_PREVIEW_CHARS = 300
@@ -61,6 +61,8 @@ class _RowView:
     source: _Picture
     outputs: list = field(default_factory=list)
     error: Optional[str] = None
+    scores: list = field(default_factory=list)  # per output, its scores (``dataflow-edit score``) or None
+    rejected_because: Optional[str] = None  # a filter step's reasons, for its rejected file
 
 
 # -- public API ------------------------------------------------------------------------------------------------
@@ -119,13 +121,9 @@ def build_gallery_from_manifest(output_file: str, *, limit: int | None = 1000, t
     The manifest holds ``input`` (the input file), ``cwd`` (the run's working directory) and the three keys.
     Without a usable manifest, both folders fall back to the output file's folder and the keys to their defaults.
     """
-    gallery_dir = os.path.dirname(os.path.abspath(output_file))
-    manifest = _read_manifest(os.path.join(gallery_dir, MANIFEST_NAME))
-    cwd = _text(manifest.get("cwd"))
-    source = _text(manifest.get("input"))
-    keys = {k: manifest[k] for k in ("image_key", "conversation_key", "output_key") if _text(manifest.get(k))}
-    input_dir = os.path.dirname(os.path.join(cwd or gallery_dir, source)) if source else None
-    return build_gallery(output_file, input_dir=input_dir, run_dir=cwd, limit=limit, thumb_size=thumb_size, **keys)
+    folders = run_folders(output_file)
+    return build_gallery(output_file, input_dir=folders.input_dir, run_dir=folders.run_dir, limit=limit,
+                         thumb_size=thumb_size, **folders.keys)
 
 
 # -- building the views ----------------------------------------------------------------------------------------
@@ -167,6 +165,8 @@ class _GalleryBuilder:
             source=self.input_picture(index, row),
             outputs=outputs,
             error=None if _blank(error) else str(error),
+            scores=_scores_of(row, len(outputs)),
+            rejected_because=", ".join(map(str, _as_list(row.get("rejected_because")))) or None,
         )
 
     def input_picture(self, index: int, row: Mapping[str, Any]) -> _Picture:
@@ -271,31 +271,11 @@ def _blank(value: Any) -> bool:
     return is_missing(value) or value == ""
 
 
-def _text(value: Any) -> Optional[str]:
-    return value if isinstance(value, str) and value.strip() else None
-
-
 # -- files -----------------------------------------------------------------------------------------------------
 def _check_options(limit: Optional[int], thumb_size: int) -> None:
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise InputError(f"limit must be None or a non-negative integer, got {limit!r}")
     check_positive_int(thumb_size=thumb_size)
-
-
-def _read_manifest(path: str) -> dict:
-    """The run manifest as a dict; empty when absent, and empty with a warning when unreadable."""
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        logger.warning("ignoring unreadable run manifest %s: %s", path, exc)
-        return {}
-    if not isinstance(manifest, dict):
-        logger.warning("ignoring run manifest %s: expected a JSON object", path)
-        return {}
-    return manifest
 
 
 def _url(relative_path: str) -> str:
@@ -316,6 +296,8 @@ tr.failed td { background: #fff4f4; }
 img { display: block; max-width: 100%; height: auto; border: 1px solid #ccc; }
 .pictures { display: flex; flex-wrap: wrap; gap: .5em; }
 .note { color: #666; font-style: italic; word-break: break-word; }
+.scores { font-size: .8em; color: #333; max-width: 20em; }
+.edit { display: inline-block; vertical-align: top; margin-right: .5em; }
 .error { color: #a00; white-space: pre-wrap; word-break: break-word; margin-top: .4em; }
 .instruction { max-width: 30em; white-space: pre-wrap; word-break: break-word; }
 .id { color: #666; font-size: .85em; word-break: break-all; }
@@ -370,14 +352,53 @@ def _render_instruction(view: _RowView) -> str:
 
 def _render_outputs(view: _RowView) -> str:
     parts = []
-    if view.outputs:
+    if view.outputs and any(view.scores):
+        edits = "".join(f"<div class=\"edit\">{_render_picture(p, f'output {k}')}{_render_scores(s)}</div>"
+                        for k, (p, s) in enumerate(zip(view.outputs, view.scores)))
+        parts.append(f"<div class=\"pictures\">{edits}</div>")
+    elif view.outputs:
         pictures = "".join(_render_picture(p, f"output {k}") for k, p in enumerate(view.outputs))
         parts.append(f"<div class=\"pictures\">{pictures}</div>")
     if view.error is not None:
         parts.append(f"<div class=\"error\">error: {_esc(view.error)}</div>")
+    if view.rejected_because is not None:
+        parts.append(f"<div class=\"error\">rejected because: {_esc(view.rejected_because)}</div>")
     if not parts:
         parts.append("<div class=\"note\">no output</div>")
     return "".join(parts)
+
+
+def _render_scores(scores: Optional[Mapping]) -> str:
+    """One edit's scores as ``clip_t 0.312 · dino 0.871 · judge.overall 6.32``; a judge's reason as a tooltip."""
+    if not scores:
+        return ""
+    values, reasons = [], []
+    for path, value in _score_leaves(scores):
+        name = ".".join(path) if path[0] == "judge" else path[-1]  # the names a filter rule takes
+        if path[-1] == "reason":
+            reasons.append(str(value))
+        elif isinstance(value, float):
+            values.append(f"{name} {value:.3g}")
+        else:
+            values.append(f"{name} {value}")
+    title = f" title=\"{_esc(' '.join(reasons))}\"" if reasons else ""
+    return f"<div class=\"scores\"{title}>{_esc(' · '.join(values))}</div>"
+
+
+def _score_leaves(scores: Mapping, prefix: tuple = ()):
+    for key, value in scores.items():
+        if isinstance(value, Mapping):
+            yield from _score_leaves(value, prefix + (str(key),))
+        else:
+            yield prefix + (str(key),), value
+
+
+def _scores_of(row: Mapping[str, Any], outputs: int) -> list:
+    """The row's ``scores`` entry per output when it has one aligned with them, else Nones."""
+    scores = row.get("scores")
+    if isinstance(scores, list) and len(scores) == outputs and all(isinstance(s, Mapping) for s in scores):
+        return list(scores)
+    return [None] * outputs
 
 
 def _render_picture(picture: _Picture, label: str) -> str:

@@ -1,5 +1,21 @@
-"""Vision operators (``from dataflow.operators.core_vision import PromptedImageEditGenerator``)."""
+"""Vision operators (``from dataflow.operators.core_vision import PromptedImageEditGenerator``).
+
+``ImageEditEvaluator`` and ``ImageEditFilter`` are imported on first use, so that generating never imports the
+scoring code.
+"""
 
 from dataflow.operators.core_vision.generate.prompted_image_edit_generator import PromptedImageEditGenerator
 
-__all__ = ["PromptedImageEditGenerator"]
+__all__ = ["PromptedImageEditGenerator", "ImageEditEvaluator", "ImageEditFilter"]
+
+
+def __getattr__(name: str):
+    if name == "ImageEditEvaluator":
+        from dataflow.operators.core_vision.eval.image_edit_evaluator import ImageEditEvaluator
+
+        return ImageEditEvaluator
+    if name == "ImageEditFilter":
+        from dataflow.operators.core_vision.eval.image_edit_filter import ImageEditFilter
+
+        return ImageEditFilter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

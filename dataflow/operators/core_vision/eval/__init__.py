@@ -1,0 +1,1 @@
+"""Scoring and filtering edits: ``ImageEditEvaluator`` (metrics per edited image) and ``ImageEditFilter``."""

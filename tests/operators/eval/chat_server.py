@@ -1,0 +1,153 @@
+"""A local OpenAI-compatible ``/v1/chat/completions`` judge on 127.0.0.1, for ``APIJudge`` tests.
+
+Its answer depends on a marker word in the instruction: ``CLEAN`` (plain JSON), ``FENCED`` (a fenced JSON block
+among prose), ``MESSY`` ("SC: 7/10 ... PQ: 8/10"), ``GARBAGE`` (no scores), ``ECHOKEY`` (no scores, quoting the
+key), ``FLAKY`` (a 500, then clean JSON), ``DOWN`` (always 500), ``SCORE<n>`` (sc n, pq 10 - n). It checks every
+request's shape and records what broke it in ``violations``, and it decodes the two images it received.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+MODEL = "judge-model"
+USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+
+
+def answer_for(instruction: str) -> str:
+    if "FENCED" in instruction:
+        return 'Here is my verdict.\n```json\n{"sc": "6", "pq": 9.5, "reason": "close enough"}\n```\nThanks.'
+    if "MESSY" in instruction:
+        return "SC: 7/10 - the sky is red as asked. PQ: 8/10, no visible artifacts."
+    if "GARBAGE" in instruction:
+        return "I am unable to evaluate these images."
+    match = re.search(r"SCORE(\d+)", instruction)
+    if match:
+        n = int(match.group(1))
+        return json.dumps({"sc": n, "pq": 10 - n, "reason": f"item {n}"})
+    return json.dumps({"sc": 7, "pq": 8, "reason": "the edit follows the instruction"})
+
+
+class ChatServer:
+    """The server; ``url`` is its root (``http://127.0.0.1:PORT``), ``key`` the key it requires (None: none)."""
+
+    def __init__(self, key: Optional[str] = "judge-key", delay: float = 0.0):
+        self.key = key
+        self.delay = delay
+        self.requests: list[dict] = []  # {"headers", "path", "body", "images"} of each chat request
+        self.violations: list[str] = []
+        self.in_flight = self.max_in_flight = 0
+        self._failed: set[str] = set()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> "ChatServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def reply(self, headers: dict, path: str, raw: bytes) -> tuple[int, dict]:
+        """(status, JSON body) for one request."""
+        if self.key is not None and headers.get("authorization") != f"Bearer {self.key}":
+            return 401, {"error": {"message": f"Incorrect API key provided: {headers.get('authorization')}",
+                                   "code": "invalid_api_key"}}
+        if path == "/v1/models":
+            return 200, {"object": "list", "data": [{"id": MODEL}]}
+        if path != "/v1/chat/completions":
+            return 404, {"error": {"message": f"no route {path}"}}
+        body = json.loads(raw)
+        instruction, images = self._check(headers, path, raw, body)
+        with self._lock:
+            self.requests.append({"headers": headers, "path": path, "body": body, "images": images})
+            first_failure = "FLAKY" in instruction and instruction not in self._failed
+            self._failed.add(instruction)
+        if first_failure or "DOWN" in instruction:
+            return 500, {"error": {"message": "the model crashed"}}
+        content = answer_for(instruction)
+        if "ECHOKEY" in instruction:
+            content = f"no scores, but your key is {self.key}"
+        return 200, {"id": "x", "object": "chat.completion", "model": body.get("model"), "usage": USAGE,
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": content}}]}
+
+    def _check(self, headers: dict, path: str, raw: bytes, body: dict) -> tuple[str, list]:
+        """The instruction and the decoded images; what breaks the expected shape goes to ``violations``."""
+        problems = []
+        if self.key and (self.key.encode() in raw or self.key in path):
+            problems.append("the key is in the body or the URL")
+        if body.get("temperature") != 0 or body.get("model") != MODEL or not body.get("max_tokens"):
+            problems.append(f"bad parameters: {({k: body.get(k) for k in ('temperature', 'model', 'max_tokens')})}")
+        messages = body.get("messages") or [{}]
+        parts = messages[0].get("content") if len(messages) == 1 and messages[0].get("role") == "user" else None
+        kinds = [p.get("type") for p in parts] if isinstance(parts, list) else None
+        if kinds != ["image_url", "image_url", "text"]:
+            problems.append(f"content parts are {kinds}, not two images then the text")
+            parts = []
+        images = []
+        for part in parts[:2]:
+            url = part["image_url"]["url"]
+            if not url.startswith("data:image/png;base64,"):
+                problems.append(f"an image is not a PNG data URL: {url[:40]}")
+                continue
+            with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        text = parts[2]["text"] if len(parts) == 3 else ""
+        match = re.search(r'instruction:\s*"(.*?)"', text, re.S)
+        if not match:
+            problems.append("the prompt quotes no instruction")
+        with self._lock:
+            self.violations += problems
+        return (match.group(1) if match else ""), images
+
+
+def _handler(server: ChatServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _serve(self, raw: bytes) -> None:
+            with server._lock:
+                server.in_flight += 1
+                server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            try:
+                time.sleep(server.delay)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, body = server.reply(headers, self.path, raw)
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._serve(b"")
+
+        def do_POST(self):
+            self._serve(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+    return Handler
