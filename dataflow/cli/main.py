@@ -3,6 +3,7 @@
     dataflow-edit run INPUT.jsonl [--backend flux-kontext|classic|api] [--model PATH_OR_ID_OR_NAME] [--out DIR] ...
     dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge ...
     dataflow-edit filter SCORED.jsonl --min clip_t=0.2 --max dino=0.95 [--drop-no-change]
+    dataflow-edit export OUTPUT.jsonl --format hf|webdataset|ip2p|ai-toolkit --out DIR
     dataflow-edit gallery OUTPUT.jsonl
 
 Progress goes to stderr (a tqdm bar and a summary); the last line on stdout is the output JSONL's path.
@@ -17,6 +18,7 @@ import sys
 from typing import Optional, Sequence
 
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
+from dataflow.cli.export import add_export_parser, command_export
 from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_parser(commands)
     add_filter_parser(commands)
+    add_export_parser(commands)
 
     gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
     gallery.add_argument("output", help="the output JSONL of a run")
@@ -164,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     get_logger().setLevel(logging.DEBUG if args.debug else logging.INFO)
     command = {"run": command_run, "score": command_score, "filter": command_filter,
-               "gallery": command_gallery}[args.command]
+               "gallery": command_gallery, "export": command_export}[args.command]
     return run_main(lambda: command(args), debug=args.debug)
 
 

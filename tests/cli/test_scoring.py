@@ -113,3 +113,19 @@ def test_score_with_clip_and_an_api_judge_from_the_command_line(tmp_path, monkey
     assert not server.violations
     assert main(["score", output, "--metrics", "judge", "--judge-api-url", server.url]) == 2
     assert "--judge-api-url needs --judge-model" in capsys.readouterr().err
+
+
+def test_a_scored_and_filtered_run_exports_to_a_dataset_that_loads(tmp_path, monkeypatch, capsys):
+    datasets = pytest.importorskip("datasets")
+    output = make_run(tmp_path, monkeypatch, capsys)
+    assert main(["score", output, "--metrics", "change"]) == 0
+    assert main(["filter", os.path.join("out", "scored_step1.jsonl"), "--drop-no-change"]) == 0
+    kept = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["export", kept, "--format", "hf", "--out", "dataset"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("dataset")
+    loaded = datasets.load_dataset("parquet", data_dir="dataset", split="train")
+    (example,) = list(loaded)  # the gray row was rejected
+    assert example["id"] == "color" and example["no_change"] is False
+    (row,) = read_jsonl(kept)
+    assert np.array_equal(np.asarray(example["edited_image"].convert("RGB")),
+                          np.asarray(Image.open(row["output_image"][0]).convert("RGB")))

@@ -1,0 +1,125 @@
+"""The dataset card (``README.md``): YAML the Hub reads (``configs``, ``dataset_info``), then counts, the model and
+generation parameters, the scoring and the filters the rows passed.
+
+The parameters come from the progress files beside the exported file (their first line is
+``{"fingerprint": {...}}``, see ``dataflow.utils.checkpoint``): the generation one (``edited_step1.progress.jsonl``
+for a run of the CLI) and the scoring one (``serving: "scores"``). The filters come from the ``_rejected`` sibling
+of a filtered file: how many rows had images each rule rejected (``clip_t >= 0.2: 12``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dataflow.io.atomic import atomic_open
+from dataflow.operators.core_vision.eval.image_edit_filter import rejected_path_for
+from dataflow.utils.checkpoint import progress_path
+from dataflow.utils.manifest import read_manifest
+from dataflow.utils.storage import RowStream
+
+CARD_NAME = "README.md"
+GENERATION_PROGRESS = "edited_step1.progress.jsonl"
+
+
+@dataclass
+class RunInfo:
+    """What the card says about where the examples came from."""
+
+    source_file: str
+    backend: Optional[str] = None
+    generation: Optional[dict] = None
+    scoring: Optional[dict] = None
+    filters: Counter = field(default_factory=Counter)  # rule -> rows with images it rejected
+    filtered: bool = False
+
+
+def read_fingerprint(path: str) -> Optional[dict]:
+    """The fingerprint in the first line of a progress file, or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = json.loads(handle.readline())
+    except (OSError, ValueError):
+        return None
+    fingerprint = header.get("fingerprint") if isinstance(header, dict) else None
+    return fingerprint if isinstance(fingerprint, dict) else None
+
+
+def run_info(output_file: str) -> RunInfo:
+    """The run's backend, generation and scoring parameters, and the filter counts, as far as the folder tells."""
+    folder = os.path.dirname(os.path.abspath(output_file))
+    info = RunInfo(source_file=os.path.basename(output_file), backend=read_manifest(folder).get("backend"))
+    own = progress_path(os.path.abspath(output_file))
+    preferred = [own, os.path.join(folder, GENERATION_PROGRESS)]
+    others = sorted(glob.glob(os.path.join(glob.escape(folder), "*.progress.jsonl")))
+    for path in dict.fromkeys(preferred + others):
+        fingerprint = read_fingerprint(path) if os.path.isfile(path) else None
+        if fingerprint is None:
+            continue
+        if fingerprint.get("serving") == "scores":
+            info.scoring = info.scoring or fingerprint
+        else:
+            info.generation = info.generation or fingerprint
+    rejected = rejected_path_for(os.path.abspath(output_file))
+    if os.path.isfile(rejected):
+        info.filtered = True
+        for row in RowStream(rejected, skip_malformed_lines=True):
+            for rule in row.get("rejected_because") or []:
+                info.filters[str(rule)] += 1
+    return info
+
+
+def write_card(out: str, *, info: RunInfo, summary: Any, config: Optional[dict], fmt: str) -> str:
+    """Write ``out/README.md``; return its path."""
+    lines = ["---"]
+    if config:
+        lines += ["configs:", "- config_name: default", "  data_files:", "  - split: train",
+                  f"    path: {json.dumps(config['data_files'])}"]
+        lines += ["dataset_info:"]
+        if config.get("features"):
+            lines.append("  features:")
+            for entry in config["features"]:
+                name, (kind, dtype) = entry["name"], [(k, v) for k, v in entry.items() if k != "name"][0]
+                lines += [f"  - name: {name}", f"    {kind}: {dtype}"]
+        lines += ["  splits:", "  - name: train", f"    num_examples: {summary.written}"]
+    lines += ["tags:", "- image-editing", "- dataflow-edit", "---", ""]
+    lines += [f"# Image edits from `{info.source_file}`", "",
+              f"Exported by `dataflow-edit export --format {fmt}`: one example per edited image.", "",
+              "| | |", "|---|---|", f"| examples | {summary.written} |", f"| rows read | {summary.rows} |",
+              f"| rejected examples (marked) | {summary.rejected_written} |",
+              f"| failed rows left out | {summary.skipped_failed} |",
+              f"| failed rows exported (no edited image) | {summary.failed_written} |",
+              f"| examples not exported (missing image, bad row) | {summary.problems} |",
+              f"| shards | {len(summary.shards)} |", ""]
+    if fmt in ("hf", "ip2p"):
+        lines += ["```python", "from datasets import load_dataset", "",
+                  'dataset = load_dataset("parquet", data_dir="PATH/TO/THIS/FOLDER")["train"]', "```", ""]
+    if info.backend or info.generation:
+        lines += ["## Generation", ""]
+        if info.backend:
+            lines += [f"Backend: `{info.backend}`.", ""]
+        if info.generation:
+            lines += ["| parameter | value |", "|---|---|"]
+            lines += [f"| {key} | `{_text(value)}` |" for key, value in info.generation.items()]
+            lines.append("")
+    if info.scoring:
+        lines += ["## Scoring", "", "```json", json.dumps(info.scoring, indent=2, sort_keys=True), "```", ""]
+    if info.filtered:
+        lines += ["## Filters", "", "Rows the filter step rejected edited images of, by rule (from the `_rejected` "
+                  "file; a row can fail several):", ""]
+        lines += ["| rule | rejected |", "|---|---|"]
+        lines += [f"| `{rule}` | {n} |" for rule, n in info.filters.most_common()] or ["| (none) | 0 |"]
+        lines.append("")
+    path = os.path.join(out, CARD_NAME)
+    with atomic_open(path) as handle:
+        handle.write("\n".join(lines))
+    return path
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text.replace("|", "\\|").replace("`", "'")
