@@ -389,3 +389,62 @@ class HTTPClient:
 
     def _safe(self, text: str) -> str:
         return redact(text, self.secrets)
+
+
+class SharedClient:
+    """The one ``HTTPClient`` of a serving or a metric, and the key and counters that go with it.
+
+    The client is made on first use behind a lock, so every thread of a run shares one connection pool; a pickled
+    owner (an engine's worker) travels without it and makes its own; ``checker`` is a lighter client for dry runs.
+
+    Args:
+        api_key: sent by the owner in its own headers; redacted from every message (none when empty).
+        timeout, connect_timeout: seconds to wait for an answer and for a connection.
+        max_connections: requests in flight at once.
+        retry: the ``RetryPolicy``.
+    """
+
+    def __init__(self, api_key: Optional[str], timeout: float, connect_timeout: float, max_connections: int,
+                 retry: RetryPolicy):
+        self.key = Secret(api_key)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_connections = max_connections
+        self.retry = retry
+        self.counters = Counters()
+        self._lock = threading.Lock()
+        self._client: Optional[HTTPClient] = None
+
+    def get(self) -> HTTPClient:
+        with self._lock:
+            if self._client is None:
+                self._client = HTTPClient(self.timeout, self.connect_timeout, self.max_connections, self.retry,
+                                          secrets=(self.key,), counters=self.counters)
+            return self._client
+
+    def checker(self) -> HTTPClient:
+        """A one-connection client with at most 2 retries, for reaching the server without working."""
+        retry = RetryPolicy(max_retries=min(self.retry.max_retries, 2), base_delay=self.retry.base_delay)
+        return HTTPClient(self.timeout, self.connect_timeout, 1, retry, secrets=(self.key,), counters=self.counters)
+
+    def usage(self, first: Sequence[str]) -> dict:
+        """The counters: the names in ``first`` (0 when unseen) in that order, then what the API reported."""
+        reported = self.counters.snapshot()
+        counts = {name: reported.pop(name, 0) for name in first}
+        return {**counts, **dict(sorted(reported.items()))}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_client=None, _lock=None, counters=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self.counters = Counters()

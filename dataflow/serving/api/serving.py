@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from typing import Any, Optional, Sequence
 
 from dataflow.core.errors import InputError, ModelLoadError, ServiceError
@@ -18,7 +17,7 @@ from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
 from dataflow.serving.api.client import (
-    Counters, HTTPClient, NotFound, Rejected, RequestFailed, RetryPolicy, Secret, Unauthorized, json_or_none, redact,
+    HTTPClient, NotFound, Rejected, RequestFailed, RetryPolicy, SharedClient, Unauthorized, json_or_none, redact,
 )
 from dataflow.serving.api.edit_format import AnswerError, EditAnswer, EditCall, short
 from dataflow.serving.api.gemini_format import GeminiEditFormat
@@ -77,14 +76,9 @@ class APIEditServing(ImageEditServing):
         self.format = kind(api_url or kind.default_url, model or kind.default_model, size, quality, extra)
         self.num_images_per_request = num_images_per_prompt
         self.concurrency = max_concurrency
-        self.retry = RetryPolicy(max_retries=max_retries, base_delay=float(retry_delay))
-        self.timeout = float(timeout)
-        self.connect_timeout = float(connect_timeout)
         self.image_io = image_io
-        self._key = Secret(api_key)
-        self._counters = Counters()
-        self._lock = threading.Lock()
-        self._client: Optional[HTTPClient] = None
+        self._http = SharedClient(api_key, timeout, connect_timeout, max_concurrency,
+                                  RetryPolicy(max_retries=max_retries, base_delay=float(retry_delay)))
 
     # -- identity --------------------------------------------------------------------------------------
     @property
@@ -106,43 +100,19 @@ class APIEditServing(ImageEditServing):
 
     def usage(self) -> dict:
         """Requests sent (retries included), retries, refusals, images received, and the API's usage sums."""
-        counts = {"requests": 0, "retries": 0, "refusals": 0, "images": 0}
-        reported = self._counters.snapshot()
-        counts.update({k: reported.pop(k) for k in list(counts) if k in reported})
-        return {**counts, **dict(sorted(reported.items()))}
+        return self._http.usage(("requests", "retries", "refusals", "images"))
 
-    # -- pickling into workers -------------------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.update(_client=None, _lock=None, _counters=None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._counters = Counters()
-
-    # -- the client ------------------------------------------------------------------------------------
     def client(self) -> HTTPClient:
-        """The shared client, made on first use (so a serving pickled into a worker makes its own)."""
-        with self._lock:
-            if self._client is None:
-                self._client = HTTPClient(self.timeout, self.connect_timeout, self.concurrency, self.retry,
-                                          secrets=(self._key,), counters=self._counters)
-            return self._client
+        """The shared client (see ``SharedClient``)."""
+        return self._http.get()
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._http.close()
 
     def check_model(self) -> Optional[str]:
         """Reach the API and check the key and model without generating (``GET .../models``); a note back."""
         call = self.format.check_call()
-        checker = HTTPClient(self.timeout, self.connect_timeout, 1,
-                             RetryPolicy(max_retries=min(self.retry.max_retries, 2), base_delay=self.retry.base_delay),
-                             secrets=(self._key,), counters=self._counters)
+        checker = self._http.checker()
         try:
             response = self._send(checker, call)
         except (RequestFailed, AnswerError) as exc:
@@ -169,11 +139,11 @@ class APIEditServing(ImageEditServing):
                 images += [self._image(item) for item in answer.images]
         except AnswerError as exc:
             if exc.refusal:
-                self._counters.add("refusals")
+                self._http.counters.add("refusals")
             return EditResult(error=str(exc), final=exc.refusal)
         except RequestFailed as exc:
             return EditResult(error=str(exc))
-        self._counters.add("images", len(images))
+        self._http.counters.add("images", len(images))
         if len(images) < request.num_images:
             return EditResult(error=f"asked for {request.num_images} images, the API returned {len(images)}")
         return EditResult(images=images[: request.num_images])
@@ -187,9 +157,9 @@ class APIEditServing(ImageEditServing):
         response = self._send(self.client(), call)
         payload = json_or_none(response)
         if payload is None:
-            text = short(redact(response.text, (self._key,)), 200)
+            text = short(redact(response.text, (self._http.key,)), 200)
             raise AnswerError(f"the API answered HTTP {response.status_code} with malformed JSON: {text!r}")
-        self._counters.add_usage(self.format.usage(payload))
+        self._http.counters.add_usage(self.format.usage(payload))
         return self.format.read_answer(payload)
 
     def _send(self, client: HTTPClient, call: EditCall) -> Any:
@@ -197,13 +167,13 @@ class APIEditServing(ImageEditServing):
         ``ServiceError`` that says what to check."""
         try:
             try:
-                return client.request(call.method, call.url, headers=self.format.headers(self._key.reveal()),
+                return client.request(call.method, call.url, headers=self.format.headers(self._http.key.reveal()),
                                       json=call.json, data=call.data, files=call.files)
             except Rejected as exc:
                 rejection = self.format.rejection(exc)  # may itself be Unauthorized (Gemini's API_KEY_INVALID)
             raise rejection
         except Unauthorized as exc:
-            hint = (f"the API key was refused; check {KEY_VARIABLE}" if self._key
+            hint = (f"the API key was refused; check {KEY_VARIABLE}" if self._http.key
                     else f"no API key was given; set {KEY_VARIABLE}")
             raise ServiceError(f"{exc} ({hint})") from None
         except NotFound as exc:

@@ -124,7 +124,7 @@ def test_base_urls_options_fingerprint_and_pickling():
     assert "sk-very-secret" not in repr(metric.fingerprint()) + repr(metric)
     assert metric.fingerprint()["extra_body"] == {"top_p": 1} and metric.concurrency == 8
     clone = pickle.loads(pickle.dumps(metric))
-    assert clone._key.reveal() == "sk-very-secret" and clone.usage()["requests"] == 0
+    assert clone._http.key.reveal() == "sk-very-secret" and clone.usage()["requests"] == 0
 
 
 def test_item_without_source_is_its_error(chat_server):

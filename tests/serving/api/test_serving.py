@@ -222,7 +222,7 @@ def test_the_documented_names_map_onto_the_core(edit_server, monkeypatch):
     monkeypatch.setenv("DF_API_KEY", KEY)
     api = APIImageGenServing(api_url=edit_server.url, image_io=None, Image_gen_task="imageedit", batch_size=4,
                              api_format="gemini", model_name=MODEL, timeout=300, connect_timeout=30)
-    assert api.batch_size == 1 and api.concurrency == 8 and api.timeout == 300
+    assert api.batch_size == 1 and api.concurrency == 8 and api._http.timeout == 300
     assert api.edit([EditRequest("k", picture(0), "p")])[0].ok  # the key came from DF_API_KEY
     with pytest.raises(InputError, match="Image_gen_task='text2image' is not supported"):
         APIImageGenServing(api_url=edit_server.url, Image_gen_task="text2image")

@@ -8,7 +8,6 @@ thread-safe: the client (one ``httpx.Client``) is shared and the counters sit be
 from __future__ import annotations
 
 import base64
-import threading
 from typing import Any, Optional, Sequence
 
 from dataflow.core.errors import InputError, ModelLoadError, ServiceError
@@ -17,7 +16,7 @@ from dataflow.operators.core_vision.eval.metric import Metric, ScoreItem, ScoreR
 from dataflow.operators.core_vision.eval.metrics.images import source_and_edit
 from dataflow.operators.core_vision.eval.metrics.judge import NAME, judge_prompt, judgement, prompt_version
 from dataflow.serving.api.client import (
-    Counters, HTTPClient, NotFound, RequestFailed, RetryPolicy, Secret, Unauthorized, json_or_none, redact,
+    HTTPClient, NotFound, RequestFailed, RetryPolicy, SharedClient, Unauthorized, json_or_none, redact,
 )
 from dataflow.serving.api.openai_format import openai_base_url
 from dataflow.serving.api.serving import check_extra_body, check_seconds
@@ -93,13 +92,8 @@ class APIJudge(Metric):
         self.concurrency = max_concurrency
         self.max_tokens = max_tokens
         self.extra_body = check_extra_body(extra_body, RESERVED_FIELDS)
-        self.retry = RetryPolicy(max_retries=max_retries, base_delay=float(retry_delay))
-        self.timeout = float(timeout)
-        self.connect_timeout = float(connect_timeout)
-        self._key = Secret(api_key)
-        self._counters = Counters()
-        self._lock = threading.Lock()
-        self._client: Optional[HTTPClient] = None
+        self._http = SharedClient(api_key, timeout, connect_timeout, max_concurrency,
+                                  RetryPolicy(max_retries=max_retries, base_delay=float(retry_delay)))
 
     def __repr__(self) -> str:
         return f"APIJudge(api_url={self.api_url!r}, model={self.model!r}, max_concurrency={self.concurrency})"
@@ -111,40 +105,18 @@ class APIJudge(Metric):
 
     def usage(self) -> dict:
         """Requests sent (retries included), retries, unparsed answers, and the API's token sums."""
-        counts = {"requests": 0, "retries": 0, "unparsed": 0}
-        reported = self._counters.snapshot()
-        counts.update({k: reported.pop(k) for k in list(counts) if k in reported})
-        return {**counts, **dict(sorted(reported.items()))}
-
-    # -- pickling into workers, the client -----------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.update(_client=None, _lock=None, _counters=None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._counters = Counters()
+        return self._http.usage(("requests", "retries", "unparsed"))
 
     def client(self) -> HTTPClient:
-        with self._lock:
-            if self._client is None:
-                self._client = HTTPClient(self.timeout, self.connect_timeout, self.concurrency, self.retry,
-                                          secrets=(self._key,), counters=self._counters)
-            return self._client
+        """The shared client (see ``SharedClient``)."""
+        return self._http.get()
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._http.close()
 
     def check(self) -> Optional[str]:
         """Reach the server and check the key without judging (``GET {base}/models``); a note back."""
-        checker = HTTPClient(self.timeout, self.connect_timeout, 1,
-                             RetryPolicy(max_retries=min(self.retry.max_retries, 2), base_delay=self.retry.base_delay),
-                             secrets=(self._key,), counters=self._counters)
+        checker = self._http.checker()
         try:
             payload = json_or_none(self._send(checker, "GET", f"{self.api_url}/models"))
         except RequestFailed as exc:
@@ -179,24 +151,24 @@ class APIJudge(Metric):
             return ScoreResult(error=str(exc))
         payload = json_or_none(response)
         if isinstance(payload, dict):
-            self._counters.add_usage(payload.get("usage"))
+            self._http.counters.add_usage(payload.get("usage"))
         text = answer_text(payload)
         if text is None:
-            self._counters.add("unparsed")
-            shown = redact(" ".join(response.text.split())[:200], (self._key,))
+            self._http.counters.add("unparsed")
+            shown = redact(" ".join(response.text.split())[:200], (self._http.key,))
             return ScoreResult(error=f"the judge API answered without choices[0].message.content: {shown!r}")
-        result = judgement(text, (self._key,))
+        result = judgement(text, (self._http.key,))
         if result.error:
-            self._counters.add("unparsed")
+            self._http.counters.add("unparsed")
         return result
 
     def _send(self, client: HTTPClient, method: str, url: str, body: Any = None) -> Any:
         """Send with the key's header; 401/403/404 become a ``ServiceError`` that says what to check."""
-        headers = {"Authorization": f"Bearer {self._key.reveal()}"} if self._key else {}
+        headers = {"Authorization": f"Bearer {self._http.key.reveal()}"} if self._http.key else {}
         try:
             return client.request(method, url, headers=headers, json=body)
         except Unauthorized as exc:
-            hint = (f"the API key was refused; check {KEY_VARIABLE}" if self._key
+            hint = (f"the API key was refused; check {KEY_VARIABLE}" if self._http.key
                     else f"no API key was given; set {KEY_VARIABLE}")
             raise ServiceError(f"{exc} ({hint})") from None
         except NotFound as exc:
