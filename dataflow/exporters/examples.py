@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Optional, Union
 
 from dataflow.core.errors import RowError
 from dataflow.core.rows import image_paths, instruction, is_missing, row_key
+from dataflow.utils.manifest import find_output_image
 
 SCORE_KEY = "scores"
 BARE_METRICS = ("change", "clip", "dino")
@@ -89,23 +90,8 @@ class PathResolver:
         return found
 
     def edited(self, value: Any) -> str:
-        """An edited image's path as the run wrote it, made absolute (``FileNotFoundError`` saying where it looked).
-
-        Relative paths are tried against the run's working directory, then the output file's folder, then, for a
-        folder moved after the run, the path's trailing parts under the output file's folder.
-        """
-        if not isinstance(value, str) or not value.strip():
-            raise RowError(f"not an image path: {value!r}")
-        path = os.path.expanduser(value)
-        direct = [path] if os.path.isabs(path) else [os.path.join(self.run_dir, path),
-                                                     os.path.join(self.folder, path)]
-        parts = [p for p in os.path.normpath(path).split(os.sep) if p not in ("", ".", "..")]
-        moved = [os.path.join(self.folder, *parts[i:]) for i in range(1, len(parts))]
-        for candidate in direct + moved:
-            if os.path.isfile(candidate):
-                return os.path.normpath(candidate)
-        looked = ", ".join(dict.fromkeys(os.path.normpath(c) for c in direct))
-        raise FileNotFoundError(f"edited image not found: {value} (looked for {looked})")
+        """An edited image's path as the run wrote it, made absolute (see ``find_output_image``)."""
+        return find_output_image(value, self.run_dir, self.folder, what="edited image")
 
 
 class ScoreColumns:

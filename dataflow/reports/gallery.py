@@ -25,7 +25,7 @@ from dataflow.core.validation import check_positive_int
 from dataflow.io.atomic import atomic_open, atomic_write_bytes
 from dataflow.io.image_io import ImageIO
 from dataflow.logger import get_logger
-from dataflow.utils.manifest import run_folders
+from dataflow.utils.manifest import find_output_image, run_folders
 from dataflow.utils.storage import read_records
 
 GALLERY_NAME = "gallery.html"
@@ -184,26 +184,8 @@ class _GalleryBuilder:
         return self.picture(path, f"row{index}_out{k}.jpg")
 
     def resolve_output(self, value: Any) -> str:
-        """An output path as the run wrote it, made absolute.
-
-        Relative paths are tried against the run's working directory, then the output file's folder. Last, for a
-        folder that was moved after the run, the path's trailing parts are tried under the output file's folder
-        (``out/sample_0/sample_0_0.png`` is found as ``sample_0/sample_0_0.png``).
-        """
-        if not isinstance(value, str) or not value.strip():
-            raise RowError(f"not an image path: {value!r}")
-        path = os.path.expanduser(value)
-        if os.path.isabs(path):
-            direct = [path]
-        else:
-            direct = [os.path.join(self.run_dir, path), os.path.join(self.gallery_dir, path)]
-        parts = [p for p in os.path.normpath(path).split(os.sep) if p not in ("", ".", "..")]
-        moved = [os.path.join(self.gallery_dir, *parts[i:]) for i in range(1, len(parts))]
-        for candidate in direct + moved:
-            if os.path.isfile(candidate):
-                return os.path.normpath(candidate)
-        looked = ", ".join(dict.fromkeys(os.path.normpath(c) for c in direct))
-        raise RowError(f"output image not found: {value} (looked for {looked})")
+        """An output path as the run wrote it, made absolute (see ``find_output_image``)."""
+        return find_output_image(value, self.run_dir, self.gallery_dir)
 
     def picture(self, source: str, name: str) -> _Picture:
         """Decode ``source``, write its thumbnail as ``gallery_files/<name>``, and describe the cell."""

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from dataflow.core.errors import RowError
 from dataflow.io.atomic import atomic_open
 from dataflow.logger import get_logger
 
@@ -60,6 +61,26 @@ def run_folders(output_file: str) -> RunFolders:
     keys = {k: manifest[k] for k in KEYS if _text(manifest.get(k))}
     input_dir = os.path.dirname(os.path.join(cwd or folder, source)) if source else None
     return RunFolders(input_dir, cwd, keys)
+
+
+def find_output_image(value: Any, run_dir: str, output_dir: str, what: str = "output image") -> str:
+    """An output image's path as the run wrote it, made absolute; ``RowError`` saying where it looked.
+
+    Relative paths are tried against the run's working directory, then the output file's folder. Last, for a
+    folder that was moved after the run, the path's trailing parts are tried under the output file's folder
+    (``out/sample_0/sample_0_0.png`` is found as ``sample_0/sample_0_0.png``).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise RowError(f"not an image path: {value!r}")
+    path = os.path.expanduser(value)
+    direct = [path] if os.path.isabs(path) else [os.path.join(run_dir, path), os.path.join(output_dir, path)]
+    parts = [p for p in os.path.normpath(path).split(os.sep) if p not in ("", ".", "..")]
+    moved = [os.path.join(output_dir, *parts[i:]) for i in range(1, len(parts))]
+    for candidate in direct + moved:
+        if os.path.isfile(candidate):
+            return os.path.normpath(candidate)
+    looked = ", ".join(dict.fromkeys(os.path.normpath(c) for c in direct))
+    raise RowError(f"{what} not found: {value} (looked for {looked})")
 
 
 def _text(value: Any) -> Optional[str]:
