@@ -2,9 +2,11 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# The CPU wheel of this version lies on the development machines; elsewhere pip fetches it from PyPI.
-# Override for your machine, e.g. `make test TORCH=torch` to keep a CUDA build you already have.
-TORCH ?= torch==2.13.0
+# torch and a torchvision built for it (Qwen-Image-Edit's Qwen2VLProcessor needs torchvision; PyPI's torchvision
+# does not import beside every torch). Both wheels of this pair lie on the development machines; elsewhere pip
+# fetches them from PyPI. Override for your machine, e.g. `make test TORCH="torch torchvision"` to keep the CUDA
+# builds you already have.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test install browser clean
 
@@ -17,9 +19,9 @@ $(VENV)/.core: $(PY) pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
-# Test extras: torch first and pinned (an unpinned torch would pull a multi-GB CUDA build), then diffusers.
+# Test extras: torch and torchvision first and pinned (unpinned, pip would pick its own pair), then diffusers.
 $(VENV)/.test: $(VENV)/.core
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[diffusers,test]"
 	touch $@
 

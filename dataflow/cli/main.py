@@ -33,8 +33,9 @@ from dataflow.serving.api.flags import add_api_flags
 from dataflow.utils.manifest import write_manifest as write_manifest_file
 from dataflow.utils.storage import FileStorage, RowStream
 
-BACKENDS = ("flux-kontext", "classic", "api")
-DEFAULT_MODELS = {"flux-kontext": "black-forest-labs/FLUX.1-Kontext-dev"}
+BACKENDS = ("flux-kontext", "diffusers", "classic", "api")
+DIFFUSERS_BACKENDS = ("flux-kontext", "diffusers")  # one backend: the model folder says which family it is
+DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
 OUTPUT_PREFIX = "edited"
 
 
@@ -46,13 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     add = run.add_argument
     add("input", help="input .jsonl (or .json, .csv, .parquet)")
     add("--backend", choices=BACKENDS, default="flux-kontext",
-        help="flux-kontext: FLUX.1 Kontext via diffusers (GPU); classic: exact global edits with Pillow (CPU); "
+        help="flux-kontext (or diffusers): a local diffusers model on the GPU, FLUX.1 Kontext by default, or "
+             "Qwen-Image-Edit / FLUX.2 as its folder says; classic: exact global edits with Pillow (CPU); "
              "api: a cloud or self-hosted edit API (key from $DF_API_KEY)")
     add("--model", default=None,
-        help="flux-kontext: local diffusers folder or Hub id (default FLUX.1-Kontext-dev); api: the model name")
+        help="diffusers: local folder or Hub id (default FLUX.1-Kontext-dev); api: the model name")
     add("--out", default="dataflow-edit-output", help="output folder (images, output JSONL, gallery)")
-    add("--steps", type=int, default=28, help="denoising steps")
-    add("--guidance", type=float, default=3.5, help="FLUX guidance scale")
+    add("--steps", type=int, default=None, help="denoising steps (default: the model family's, 28 for Kontext)")
+    add("--guidance", type=float, default=None, help="guidance scale (default: the model family's, 3.5 for Kontext)")
+    add("--true-cfg-scale", type=float, default=None, help="Qwen-Image-Edit: true classifier-free guidance scale")
+    add("--negative-prompt", default=None, help="Qwen-Image-Edit: the negative prompt of true CFG")
     add("--batch-size", type=int, default=4, help="rows per batch")
     add("--height", type=int, default=1024, help="height x width is the output area; the shape follows the input")
     add("--width", type=int, default=1024)
@@ -90,15 +94,15 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
         from dataflow.serving.api.flags import api_serving_from_flags
 
         return api_serving_from_flags(args, image_io)
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
+    from dataflow.serving.diffusers.select import diffusers_serving
 
-    serving = FluxKontextServing(
-        args.model or DEFAULT_MODELS["flux-kontext"], batch_size=args.batch_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
-        num_images_per_prompt=args.images_per_prompt, height=args.height, width=args.width, seed=args.seed,
-        acceleration=Acceleration.from_flags(args),
+    # The model folder's model_index.json names its pipeline: Kontext, Qwen-Image-Edit(-Plus), FLUX.2 (klein).
+    return diffusers_serving(
+        args.model or DEFAULT_MODEL, image_io=image_io, batch_size=args.batch_size,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, true_cfg_scale=args.true_cfg_scale,
+        negative_prompt=args.negative_prompt, num_images_per_prompt=args.images_per_prompt, height=args.height,
+        width=args.width, seed=args.seed, acceleration=Acceleration.from_flags(args),
     )
-    serving.image_io = image_io
-    return serving
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -107,7 +111,7 @@ def command_run(args: argparse.Namespace) -> int:
     RowStream(args.input)  # a missing or unsupported input file is said now, before any model loads
     serving = build_serving(args, ImageIO(save_path=args.out))  # checks the options; loads nothing yet
     ensure_writable_folder(args.out, "output folder")
-    engine = engine_from_flags(args, serving, uses_gpu=args.backend == "flux-kontext")
+    engine = engine_from_flags(args, serving, uses_gpu=args.backend in DIFFUSERS_BACKENDS)
     generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine)
     keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
                 output_image_key=args.output_key)

@@ -1,4 +1,9 @@
-"""Speed and memory options for the FLUX.1 Kontext pipeline.
+"""Speed and memory options for the diffusers editing pipelines (measured on FLUX.1 Kontext).
+
+Which options apply depends on the model family (``dataflow.serving.diffusers``): the FLUX.1 block rewrites (split
+output projection, fused GELU) only to FLUX.1 Kontext, fused QKV to the FLUX families, FP8 linears, the attention
+backend, regional compilation, the first-block cache and offloading to every family. An option that does not apply
+is skipped with a log line.
 
 Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, regional
 compilation of the repeated transformer blocks, the MLP's GELU in the GEMM epilogue and the single-stream blocks'
@@ -161,20 +166,22 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     add("compile_vae", action="store_true", help="compile the VAE encoder and decoder (lossless)")
 
 
-def prepare_pipeline(pipe: Any, device: str, options: Acceleration) -> tuple[Any, list[str]]:
+def prepare_pipeline(pipe: Any, device: str, options: Acceleration, family: Any = None) -> tuple[Any, list[str]]:
     """Place ``pipe`` on ``device`` and apply ``options``; return it and the names of what was applied.
+
+    ``family`` (a ``dataflow.serving.diffusers.family.Family``) says which layer rewrites apply; None: FLUX.1 Kontext.
 
     The layer changes (fused QKV, FP8) come first when offloading: group offload records every parameter when it is
     set up, so a layer created afterwards has no CPU copy to load from, and quantizing on the CPU means the bf16
     weights never have to fit on the GPU at once. Without offloading they come after the move, where they are fast.
     """
     if options.offload:
-        applied = restructure(pipe, device, options)
+        applied = restructure(pipe, device, options, family)
         pipe = place_pipeline(pipe, device, options)
     else:
         pipe = place_pipeline(pipe, device, options)
-        applied = restructure(pipe, device, options)
-    return pipe, applied + accelerate(pipe, device, options)
+        applied = restructure(pipe, device, options, family)
+    return pipe, applied + accelerate(pipe, device, options, family)
 
 
 def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
@@ -193,11 +200,19 @@ def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
     return pipe
 
 
-def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
+def restructure(pipe: Any, device: str, options: Acceleration, family: Any = None) -> list[str]:
     """The options that replace layers of ``pipe.transformer``: fused QKV projections, the split output projection
     of the single-stream blocks, FP8 linears (after the split, so that both halves are converted), GELU fused into
     the linear before it (after FP8, so only layers left in bf16 are fused)."""
     rewrites = options.rewrites(device.startswith("cuda"))
+    supported = {"fuse_qkv": getattr(family, "fuse_qkv", True), "split_proj_out": getattr(family, "flux_rewrites", True),
+                 "fuse_gelu": getattr(family, "flux_rewrites", True)}
+    for name, wanted in rewrites.items():
+        if wanted and not supported[name]:
+            rewrites[name] = False
+            if getattr(options, name) is True:  # asked for explicitly, not a default
+                logger.warning("%s does not apply to %s; skipped", name, getattr(family, "display_name", "this model"))
+    block_lists = getattr(family, "fp8_blocks", ("transformer_blocks", "single_transformer_blocks"))
     transformer = pipe.transformer
     applied = []
     if rewrites["fuse_qkv"]:
@@ -211,7 +226,7 @@ def restructure(pipe: Any, device: str, options: Acceleration) -> list[str]:
     if options.fp8_scaling:
         from dataflow.serving.fp8 import convert_linears_to_fp8, is_modulation
 
-        blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+        blocks = [block for name in block_lists for block in getattr(transformer, name, ())]
         converted = sum(convert_linears_to_fp8(block, options.fp8_scaling, skip=is_modulation) for block in blocks)
         applied.append(f"fp8_linears={converted} ({options.fp8_scaling})")
     if rewrites["fuse_gelu"]:
@@ -242,7 +257,7 @@ def drop_unfused_projections(transformer: Any) -> int:
     return dropped
 
 
-def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
+def accelerate(pipe: Any, device: str, options: Acceleration, family: Any = None) -> list[str]:
     """The options that wrap the pipeline's models as they are: attention backend, first-block cache, compilation of
     the transformer and of the VAE."""
     cuda = device.startswith("cuda")
@@ -254,6 +269,10 @@ def accelerate(pipe: Any, device: str, options: Acceleration) -> list[str]:
         applied.append(f"attention={backend}")
     if options.first_block_cache is not None:
         from diffusers.hooks import FirstBlockCacheConfig
+
+        if not getattr(family, "first_block_cache", True):
+            raise InputError(f"first_block_cache does not work with {family.display_name} in this diffusers "
+                             "version (its hook fails on the model's blocks); run without it")
 
         transformer.enable_cache(FirstBlockCacheConfig(threshold=options.first_block_cache))
         applied.append(f"first_block_cache={options.first_block_cache}")

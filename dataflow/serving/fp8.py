@@ -82,6 +82,7 @@ def convert_linears_to_fp8(module: nn.Module, scaling: str = "tensorwise",
 
 
 def is_modulation(path: str) -> bool:
-    """The adaptive-norm linears (``norm1.linear``, ``norm.linear``…) map the timestep embedding to per-block
-    scales, shifts and gates: one row per image, so FP8 saves nothing there and would only add error."""
-    return any(part.startswith("norm") for part in path.split("."))
+    """The adaptive-norm linears (``norm1.linear``, ``norm.linear``…; Qwen-Image's ``img_mod``, ``txt_mod``) map the
+    timestep embedding to per-block scales, shifts and gates: one row per image, so FP8 saves nothing there and
+    would only add error."""
+    return any(part.startswith("norm") or part.endswith("_mod") for part in path.split("."))

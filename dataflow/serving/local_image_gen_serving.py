@@ -1,4 +1,4 @@
-"""``LocalImageGenServing``: DataFlow-MM's documented serving, kept as a thin layer over ``FluxKontextServing``.
+"""``LocalImageGenServing``: DataFlow-MM's documented serving, kept as a thin layer over ``DiffusersEditServing``.
 
 Only the documented keyword names live here; they are translated once into the clean core's arguments.
 """
@@ -9,13 +9,15 @@ from typing import Any, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.serving.acceleration import Acceleration
-from dataflow.serving.flux_kontext_serving import DEFAULT_MODEL, FluxKontextServing
+from dataflow.serving.diffusers.registry import FAMILIES, family_class
+from dataflow.serving.diffusers.serving import DiffusersEditServing
+from dataflow.serving.flux_kontext_serving import DEFAULT_MODEL
 
 SUPPORTED_TASKS = ("imageedit",)
-SUPPORTED_MODELS = ("FLUX-Kontext",)
+SUPPORTED_MODELS = tuple(FAMILIES)  # "FLUX-Kontext", "Qwen-Image-Edit", "FLUX.2"
 
 
-class LocalImageGenServing(FluxKontextServing):
+class LocalImageGenServing(DiffusersEditServing):
     """Image editing with a local diffusers model, under DataFlow-MM's argument names.
 
     Args:
@@ -24,13 +26,17 @@ class LocalImageGenServing(FluxKontextServing):
         hf_cache_dir: Hugging Face cache folder for downloads.
         hf_local_dir: a Hub id is downloaded into ``hf_local_dir/<repo name>``.
         Image_gen_task: only "imageedit" is supported.
-        batch_size: rows per pipeline call.
-        diffuser_model_name: only "FLUX-Kontext" is supported.
+        batch_size: rows per batch.
+        diffuser_model_name: "FLUX-Kontext", "Qwen-Image-Edit" (Edit, 2509, 2511) or "FLUX.2" ([dev], [klein]);
+            the folder's pipeline must belong to it (the exact pipeline class is read from ``model_index.json``).
         diffuser_image_height, diffuser_image_width: their product is the output area; each output keeps its
-            input's aspect ratio.
-        diffuser_num_inference_steps, diffuser_guidance_scale, diffuser_num_images_per_prompt: as in diffusers.
+            (first) input's aspect ratio.
+        diffuser_num_inference_steps, diffuser_guidance_scale, diffuser_num_images_per_prompt: as in diffusers;
+            steps and guidance left unset take the family's defaults (docs/backends.md).
+        negative_prompt, true_cfg_scale: Qwen-Image-Edit's true classifier-free guidance (defaults " " and 4.0).
         seed: base seed for reproducible rows.
         device, torch_dtype: override the defaults (CUDA with bfloat16 when available, else CPU with float32).
+        max_sequence_length: text tokens per instruction (None: the family's).
         acceleration: speed and memory options (``dataflow.serving.acceleration.Acceleration``).
     """
 
@@ -45,23 +51,22 @@ class LocalImageGenServing(FluxKontextServing):
         diffuser_model_name: str = "FLUX-Kontext",
         diffuser_image_height: int = 1024,
         diffuser_image_width: int = 1024,
-        diffuser_num_inference_steps: int = 28,
-        diffuser_guidance_scale: float = 3.5,
+        diffuser_num_inference_steps: Optional[int] = None,
+        diffuser_guidance_scale: Optional[float] = None,
         diffuser_num_images_per_prompt: int = 1,
         seed: int = 0,
         device: Optional[str] = None,
         torch_dtype: Any = None,
         acceleration: Optional[Acceleration] = None,
+        negative_prompt: Optional[str] = None,
+        true_cfg_scale: Optional[float] = None,
+        max_sequence_length: Optional[int] = None,
     ):
         if Image_gen_task not in SUPPORTED_TASKS:
             raise InputError(
                 f"Image_gen_task={Image_gen_task!r} is not supported yet; supported: {', '.join(SUPPORTED_TASKS)}"
             )
-        if diffuser_model_name not in SUPPORTED_MODELS:
-            raise InputError(
-                f"diffuser_model_name={diffuser_model_name!r} is not supported yet; "
-                f"supported: {', '.join(SUPPORTED_MODELS)}"
-            )
+        family_class(diffuser_model_name)  # an unknown name is refused before anything else
         if isinstance(hf_model_name_or_path, (list, tuple)):
             raise InputError(
                 "hf_model_name_or_path takes one model; to use several GPUs run one worker per GPU "
@@ -69,17 +74,21 @@ class LocalImageGenServing(FluxKontextServing):
             )
         super().__init__(
             hf_model_name_or_path,
+            family=diffuser_model_name,
             cache_dir=hf_cache_dir,
             local_dir=hf_local_dir,
             batch_size=batch_size,
             num_inference_steps=diffuser_num_inference_steps,
             guidance_scale=diffuser_guidance_scale,
+            true_cfg_scale=true_cfg_scale,
+            negative_prompt=negative_prompt,
             num_images_per_prompt=diffuser_num_images_per_prompt,
             height=diffuser_image_height,
             width=diffuser_image_width,
             seed=seed,
             device=device,
             torch_dtype=torch_dtype,
+            max_sequence_length=max_sequence_length,
             acceleration=acceleration,
         )
         self.image_io = image_io

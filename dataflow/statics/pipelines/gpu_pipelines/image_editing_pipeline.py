@@ -45,6 +45,8 @@ class ImageEditingPipeline:
             diffuser_image_width=args.diffuser_image_width,
             diffuser_num_inference_steps=args.diffuser_num_inference_steps,
             diffuser_guidance_scale=args.diffuser_guidance_scale,
+            negative_prompt=args.negative_prompt,
+            true_cfg_scale=args.true_cfg_scale,
             diffuser_num_images_per_prompt=args.diffuser_num_images_per_prompt,
             seed=args.seed,
             device=args.device,
@@ -69,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--Image_gen_task", default="imageedit")
     add("--diffuser_model_name", default="FLUX-Kontext")
     add("--batch_size", type=int, default=4)
-    add("--diffuser_num_inference_steps", type=int, default=28)
-    add("--diffuser_guidance_scale", type=float, default=3.5)
+    add("--diffuser_num_inference_steps", type=int, default=None, help="default: the family's (28 for Kontext)")
+    add("--diffuser_guidance_scale", type=float, default=None, help="default: the family's (3.5 for Kontext)")
+    add("--negative_prompt", default=None, help="Qwen-Image-Edit: the negative prompt of true CFG")
+    add("--true_cfg_scale", type=float, default=None, help="Qwen-Image-Edit: true CFG scale")
     add("--diffuser_num_images_per_prompt", type=int, default=1)
     add("--diffuser_image_height", type=int, default=1024)
     add("--diffuser_image_width", type=int, default=1024)

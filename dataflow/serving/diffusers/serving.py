@@ -1,0 +1,367 @@
+"""``DiffusersEditServing``: what every diffusers editing family shares, made correct for batches.
+
+1. every output keeps its first input's aspect ratio at the requested area (diffusers: 1024x1024 or the input's size);
+2. ``bucket_key`` covers the sizes that shape a call, so a call only holds rows of equal sizes;
+3. one CPU generator per output image, seeded from (seed, row key, k): a row's pixels do not depend on its batch;
+4. the text or vision-language encoder runs once per distinct (instruction, images) (cached embeddings);
+5. parameters a caller leaves unset take the family's defaults (``Family.defaults``); those given are used as given.
+
+The family (``family.Family``) comes from the folder's ``model_index.json``; a name given by the caller must match.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from typing import Any, Optional, Sequence
+
+from dataflow.core.errors import InputError, ModelLoadError
+from dataflow.core.request import EditRequest, EditResult
+from dataflow.core.seeding import image_seed
+from dataflow.core.serving import ImageEditServing
+from dataflow.core.validation import check_positive_int
+from dataflow.logger import get_logger
+from dataflow.serving.acceleration import Acceleration, denoiser_context, prepare_pipeline
+from dataflow.serving.diffusers.family import Family, Row, image_digest, read_model_index
+from dataflow.serving.diffusers.registry import FAMILIES, family_class, family_for_index
+from dataflow.serving.model_source import looks_like_path, resolve_model_folder
+
+logger = get_logger()
+
+EMBEDDING_CACHE_SIZE = 64
+
+
+def import_diffusers():
+    """Import torch and diffusers, or explain how to install them."""
+    try:
+        import diffusers
+        import torch
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"the diffusers backend needs torch and diffusers ({exc}). Install torch for your machine, then "
+            "pip install 'dataflow-edit[diffusers]'; or use the classic backend, which needs neither."
+        ) from None
+    return torch, diffusers
+
+
+class DiffusersEditServing(ImageEditServing):
+    """Instruction-based editing with a diffusers pipeline of a supported family.
+
+    Args:
+        model: a local diffusers folder or a Hub id.
+        family: "FLUX-Kontext", "Qwen-Image-Edit" or "FLUX.2"; the folder must hold that family's pipeline
+            (None: whatever supported pipeline the folder holds).
+        cache_dir: Hugging Face cache folder for downloads.
+        local_dir: if set, a Hub id is downloaded into ``local_dir/<repo name>``.
+        batch_size: rows per ``edit`` call (families that take one row per pipeline call run them in turn).
+        num_inference_steps, guidance_scale: None for the family's defaults (docs/backends.md).
+        true_cfg_scale, negative_prompt: Qwen-Image-Edit's true classifier-free guidance (None: 4.0 and " ";
+            ``true_cfg_scale=1`` turns it off). Other families refuse them.
+        num_images_per_prompt: edited images per row.
+        height, width: their product is the output area; the output's shape follows the first input's aspect ratio.
+        seed: base seed; each output image gets its own seed derived from (seed, row key, k).
+        device: "cuda", "cuda:1", "cpu" ...; default CUDA when available.
+        torch_dtype: default bfloat16 on CUDA and float32 on CPU.
+        max_sequence_length: text tokens per instruction (None: the family's, 512).
+        acceleration: speed and memory options (``Acceleration``); those that apply to the family are used.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        family: Optional[str] = None,
+        cache_dir: Optional[str] = None,
+        local_dir: Optional[str] = None,
+        batch_size: int = 4,
+        num_inference_steps: Optional[int] = None,
+        guidance_scale: Optional[float] = None,
+        true_cfg_scale: Optional[float] = None,
+        negative_prompt: Optional[str] = None,
+        num_images_per_prompt: int = 1,
+        height: int = 1024,
+        width: int = 1024,
+        seed: int = 0,
+        device: Optional[str] = None,
+        torch_dtype: Any = None,
+        max_sequence_length: Optional[int] = None,
+        acceleration: Optional[Acceleration] = None,
+    ):
+        check_positive_int(batch_size=batch_size, num_images_per_prompt=num_images_per_prompt, height=height,
+                           width=width)
+        optional = dict(num_inference_steps=num_inference_steps, max_sequence_length=max_sequence_length)
+        check_positive_int(**{k: v for k, v in optional.items() if v is not None})
+        if not isinstance(seed, int):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise InputError(f"negative_prompt must be a string, got {negative_prompt!r}")
+        self.family_name = None if family is None else family_class(family).name
+        self.model = model
+        self.cache_dir = cache_dir
+        self.local_dir = local_dir
+        self.batch_size = batch_size
+        self.requested = dict(num_inference_steps=num_inference_steps,
+                              guidance_scale=None if guidance_scale is None else float(guidance_scale),
+                              true_cfg_scale=None if true_cfg_scale is None else float(true_cfg_scale),
+                              negative_prompt=negative_prompt, max_sequence_length=max_sequence_length)
+        self.num_images_per_request = num_images_per_prompt
+        self.area = height * width
+        self.seed = seed
+        self.device = device
+        self.torch_dtype = torch_dtype
+        self.acceleration = acceleration or Acceleration()
+        self.pipe = None
+        self._folder: Optional[str] = None
+        self._multiple_of: Optional[int] = None
+        self._family: Optional[Family] = None
+        self._embeddings: OrderedDict = OrderedDict()
+        if self.family_name is not None:
+            cls = FAMILIES[self.family_name]
+            self._check_options(cls)
+            if len(cls.class_names) == 1:  # nothing to read from the folder (load still checks it)
+                self._family = cls(cls.class_names[0])
+
+    def __getstate__(self) -> dict:
+        """Pickle the configuration only: a worker process or Ray actor loads its own copy of the model."""
+        state = dict(self.__dict__)
+        state.update(pipe=None, _embeddings=OrderedDict())
+        state.pop("_torch", None)
+        return state
+
+    # -- the family and its parameters ------------------------------------------------------------------
+    @property
+    def family(self) -> Family:
+        """The adapter of the folder's pipeline (reads ``model_index.json``; a Hub id is downloaded first)."""
+        if self._family is None:
+            self._family = self._family_of_folder()
+        return self._family
+
+    def _family_of_folder(self) -> Family:
+        folder = self.model_folder()
+        family = family_for_index(read_model_index(folder), self.family_name, where=folder)
+        self._check_options(type(family))
+        return family
+
+    def _check_options(self, cls: type) -> None:
+        if cls.takes_negative_prompt:
+            return
+        given = [k for k in ("negative_prompt", "true_cfg_scale") if self.requested[k] is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} Qwen-Image-Edit's true "
+                             f"classifier-free guidance; {cls.display_name} takes neither")
+
+    def _param(self, name: str) -> Any:
+        value = self.requested[name]
+        if value is not None:
+            return value
+        if name == "max_sequence_length":
+            return self.family.default_max_sequence_length
+        return getattr(self.family.defaults, name)
+
+    @staticmethod
+    def _parameter(name: str) -> property:
+        """A parameter's value: as given (or as set later, e.g. by a benchmark), else the family's default."""
+        return property(lambda self: self._param(name), lambda self, value: self.requested.__setitem__(name, value))
+
+    num_inference_steps = _parameter("num_inference_steps")
+    guidance_scale = _parameter("guidance_scale")
+    true_cfg_scale = _parameter("true_cfg_scale")
+    negative_prompt = _parameter("negative_prompt")
+    max_sequence_length = _parameter("max_sequence_length")
+
+    def params(self) -> dict:
+        """The values a pipeline call uses: given, or the family's defaults."""
+        names = ("num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "max_sequence_length")
+        values = {name: self._param(name) for name in names}
+        values["true_cfg_scale"] = values["true_cfg_scale"] or 1.0
+        return dict(values, area=self.area)
+
+    @property
+    def display_name(self) -> str:
+        if self._family is not None:
+            return self._family.display_name
+        return self.family_name or "the diffusers backend"
+
+    @property
+    def max_input_images(self) -> Optional[int]:
+        """The family's limit. A Hub id not downloaded yet is not fetched for it: then the family's largest limit
+        applies when planning, and ``edit`` checks the exact one per row."""
+        if self._family is None and self._folder is None and not self._is_local():
+            cls = FAMILIES.get(self.family_name)
+            return None if cls is None else {"Qwen-Image-Edit": 3, "FLUX.2": 10}.get(cls.name, 1)
+        return self.family.max_input_images
+
+    def _is_local(self) -> bool:
+        return os.path.isdir(os.path.expanduser(self.model)) or looks_like_path(self.model)
+
+    # -- loading ----------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Resolve the model folder, check its pipeline class, and load it onto the device (once)."""
+        if self.pipe is not None:
+            return
+        torch, diffusers = import_diffusers()
+        self._family = self._family_of_folder()
+        folder = self.model_folder()
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = self.torch_dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        logger.info("loading %s from %s on %s (%s)", self.family.describe(), folder, device,
+                    str(dtype).replace("torch.", ""))
+        pipeline_class = getattr(diffusers, self.family.variant)
+        try:
+            with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both still work
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                pipe = pipeline_class.from_pretrained(folder, torch_dtype=dtype)
+        except Exception as exc:
+            raise ModelLoadError(f"could not load a {self.family.variant} from {folder}: {exc}") from exc
+        self.use_pipeline(pipe, device)
+
+    def use_pipeline(self, pipe: Any, device: str) -> None:
+        """Serve with an already built pipeline: eval mode, placement on ``device``, then the speedups.
+
+        ``load`` ends here; benchmarks call it directly with a pipeline built in memory.
+        """
+        import torch
+
+        if self._family is None or self._family.variant != type(pipe).__name__:
+            index = dict(getattr(pipe, "config", {}) or {}, _class_name=type(pipe).__name__)
+            self._family = family_for_index(index, self.family_name, where="the pipeline given")
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.eval()
+        pipe.set_progress_bar_config(disable=True)
+        self._multiple_of = self.family.multiple_of_pipe(pipe)
+        self.pipe, applied = prepare_pipeline(pipe, device, self.acceleration, self.family)
+        logger.info("speedups: %s", ", ".join(applied) or "none")
+        self._torch = torch
+
+    def check_model(self) -> Optional[str]:
+        """A local folder must hold a supported pipeline; a Hub id is only named (checking it would download it)."""
+        if self._is_local():
+            resolve_model_folder(self.model)
+            self._family_of_folder()
+            return None
+        return f"{self.model} will be fetched from the Hugging Face Hub (or its local cache) when the run starts"
+
+    def model_folder(self) -> str:
+        """The local pipeline folder, downloading it on first use if ``model`` is a Hub id."""
+        if self._folder is None:
+            self._folder = resolve_model_folder(self.model, self.cache_dir, self.local_dir)
+        return self._folder
+
+    @property
+    def multiple_of(self) -> int:
+        """Output sides are multiples of this; read from the VAE's config, so buckets plan without the model."""
+        if self._multiple_of is None:
+            self._multiple_of = self.family.multiple_of(self.model_folder())
+        return self._multiple_of
+
+    def bucket_key(self, width: int, height: int) -> tuple:
+        """The family's (reference size, output size) for a first image of this size."""
+        return self.family.bucket_key(width, height, self.area, self.multiple_of)
+
+    def fingerprint(self) -> dict:
+        family = self.family
+        lossy = self.acceleration.lossy()
+        common = {"model": self.model, "steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
+                  "num_images_per_prompt": self.num_images_per_request, "area": self.area, "seed": self.seed,
+                  "max_sequence_length": self.max_sequence_length}
+        if family.name == "FLUX-Kontext":  # as before the other families existed, so earlier runs resume
+            return {"serving": "flux-kontext", **common, **lossy}
+        extra = {}
+        if family.takes_negative_prompt:
+            extra = {"true_cfg_scale": self.true_cfg_scale, "negative_prompt": self.negative_prompt}
+        return {"serving": "diffusers", "family": family.name, "pipeline": family.variant, **common, **extra,
+                **lossy}
+
+    # -- generation -------------------------------------------------------------------------------------
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        """Edit rows; rows of several buckets are split into one call per bucket (or per row, if the family
+        takes one row per call). A row the family cannot take fails alone."""
+        self.load()
+        family = self.family
+        results: list[Optional[EditResult]] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, request in enumerate(requests):
+            error = self._row_error(request)
+            if error:
+                results[i] = EditResult(error=error)
+                continue
+            key = (self.bucket_key(*request.image.size), tuple(image.size for image in request.more_images))
+            groups.setdefault(key, []).append(i)
+        for (key, _), indices in groups.items():
+            step = family.rows_per_call or len(indices)
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
+                images = self._generate([requests[i] for i in chunk], key)
+                for i in chunk:
+                    results[i] = EditResult(images=images[: requests[i].num_images])
+                    images = images[requests[i].num_images :]
+        return results
+
+    def _row_error(self, request: EditRequest) -> Optional[str]:
+        limit = self.family.max_input_images
+        if len(request.images) > limit:
+            return (f"this row has {len(request.images)} images, but {self.family.describe()} takes "
+                    f"{'one image' if limit == 1 else f'at most {limit} images'} per row")
+        return self.family.row_error(request.images)
+
+    def _generate(self, requests: Sequence[EditRequest], key: tuple) -> list:
+        """One pipeline call for requests of one bucket; returns their images, row after row."""
+        torch = self._torch
+        family, params = self.family, self.params()
+        negative = family.negative_prompt(params)
+        rows = []
+        for request in requests:
+            references = family.references(request.images, key)
+            rows.append(Row(
+                references=references,
+                embeddings=self._embedding(request.instruction, references, params),
+                negative=None if negative is None else self._embedding(negative, references, params),
+                generators=[torch.Generator("cpu").manual_seed(image_seed(self.seed, request.key, k))
+                            for k in range(request.num_images)],
+            ))
+        context = denoiser_context(self.pipe, self.acceleration) if family.needs_cache_context else _nothing()
+        with torch.inference_mode(), context, family.context(self.pipe, params):
+            return family.call(self.pipe, rows, key, params)
+
+    def _embedding(self, prompt: str, references: list, params: dict) -> Any:
+        """The encoder's outputs for ``prompt`` (with ``references`` when the encoder sees them), cached."""
+        images = tuple(image_digest(image) for image in references) if self.family.encoder_sees_images else ()
+        cache_key = (prompt, images)
+        if cache_key in self._embeddings:
+            self._embeddings.move_to_end(cache_key)
+            return self._embeddings[cache_key]
+        with self._torch.inference_mode():
+            value = self.family.encode(self.pipe, prompt, references, params)
+        self._embeddings[cache_key] = value
+        if len(self._embeddings) > EMBEDDING_CACHE_SIZE:
+            self._embeddings.popitem(last=False)
+        return value
+
+    def use_device(self, device: str) -> None:
+        if self.pipe is not None:
+            raise RuntimeError("use_device() must be called before the model is loaded")
+        self.device = device
+
+    def release_memory(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self.pipe = None
+        self._embeddings.clear()
+        self.release_memory()
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
