@@ -24,9 +24,9 @@ class LocalEngine:
 
     def run(self, job: EditJob, show_progress: Optional[bool] = None) -> tuple[list, RunSummary]:
         worker = BatchWorker(job.serving, job.image_io)
-        concurrency = max(1, int(getattr(job.serving, "concurrency", 1) or 1))
-        if concurrency > 1:
-            return drive(job, lambda *args: execute_concurrently(worker, concurrency, *args), show_progress)
+        if job.serving.concurrency > 1:
+            return drive(job, lambda *args: execute_concurrently(worker, job.serving.concurrency, *args),
+                         show_progress)
         return drive(job, lambda *args: execute_overlapped(worker, *args), show_progress)
 
 

@@ -31,8 +31,8 @@ class Planner:
     """Iterate to get, in input order as far as buckets allow, batches to edit and records of rows already done.
 
     A record with ``"reused": True`` is an earlier run's result whose files are all still on disk, or its final
-    error; any other record is a row that cannot be edited (its error says why). After a complete pass, ``total`` is the number
-    of rows.
+    error; any other record is a row that cannot be edited (its error says why). After a complete pass,
+    ``total`` is the number of rows.
 
     Args:
         job: the rows, the serving (batch size, buckets, image limit) and where outputs go.
@@ -97,7 +97,7 @@ class Planner:
             task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir)
             if not job.writes_files:
                 return self.scoring_task(task, row)
-            check_image_count(task, job.serving.max_input_images, job.serving.display_name)
+            check_image_count(task, job.serving)
             sizes = [job.image_io.probe(path, warnings=task.warnings) for path in task.image_paths]
         except RowError as exc:
             return make_record(index, key, error=str(exc))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Hashable, Iterator, Mapping, Optional, Sequence
+from typing import Hashable, Iterator, Mapping, Sequence
 
 from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
+from dataflow.core.serving import ImageEditServing
 
 
 @dataclass
@@ -43,12 +44,6 @@ class RowKeys:
         return base if repeat == 0 else f"{base}#{repeat}"
 
 
-def unique_row_keys(rows: Sequence[Mapping], image_key: str, conversation_key: str) -> list[str]:
-    """The keys of ``rows`` in order (see ``RowKeys``)."""
-    keys = RowKeys(image_key, conversation_key)
-    return [keys.next(row) for row in rows]
-
-
 def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str) -> RowTask:
     """A ``RowTask`` for the row, or ``RowError`` saying which field is wrong."""
     return RowTask(
@@ -59,11 +54,12 @@ def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_k
     )
 
 
-def check_image_count(task: RowTask, limit: Optional[int], backend: str) -> None:
-    """``RowError`` when the row has more reference images than the backend takes."""
+def check_image_count(task: RowTask, serving: ImageEditServing) -> None:
+    """``RowError`` when the row has more reference images than the serving takes (``max_input_images``)."""
+    limit = serving.max_input_images
     if limit is not None and len(task.image_paths) > limit:
         raise RowError(
-            f"this row has {len(task.image_paths)} images, but {backend} takes "
+            f"this row has {len(task.image_paths)} images, but {serving.display_name} takes "
             f"{'one image' if limit == 1 else f'at most {limit} images'} per row; "
             "the API backend (--backend api) takes several"
         )
@@ -106,9 +102,3 @@ class Bucketer:
         self._held -= len(batch)
         return batch
 
-
-def group_batches(tasks: Sequence[RowTask], batch_size: int) -> list[list[RowTask]]:
-    """Batches of at most ``batch_size`` tasks that share a bucket, over the whole of ``tasks``."""
-    bucketer = Bucketer(batch_size, window=len(tasks) + 1)
-    batches = [batch for task in tasks for batch in bucketer.add(task)]
-    return batches + list(bucketer.flush())

@@ -27,13 +27,12 @@ def validate_job(job: EditJob) -> tuple[int, list[Problem]]:
     checked as the run would check them, one row at a time."""
     problems = []
     keys = RowKeys(job.image_key, job.conversation_key)
-    backend = job.serving.display_name
     index = -1
     for index, (line, row) in enumerate(job.numbered_rows()):
         try:
             task = parse_row(row, index, keys.next(row), job.image_key, job.conversation_key, job.base_dir)
-            check_image_count(task, job.serving.max_input_images, backend)
-            job.image_io.read(task.image_paths, warnings=[])
+            check_image_count(task, job.serving)
+            job.image_io.read(task.image_paths)
             job.serving.check_instruction(task.instruction)
         except RowError as exc:
             problems.append(Problem(index, line, str(exc)))

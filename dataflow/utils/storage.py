@@ -51,7 +51,6 @@ class FileStorage:
         self.cache_type = cache_type
         self.skip_malformed_lines = skip_malformed_lines
         self.operator_step = -1
-        self.source_lines: Optional[list[int]] = None  # line number of each row of the last JSONL read
 
     # -- steps -------------------------------------------------------------------------------------------
     def step(self) -> "FileStorage":
@@ -89,8 +88,7 @@ class FileStorage:
         """The rows of the current step, as a DataFrame or a list of dicts."""
         if output_type not in ("dataframe", "dict"):
             raise InputError(f"output_type must be 'dataframe' or 'dict', got {output_type!r}")
-        self.source_lines, records = read_numbered_records(self.read_path, self._read_format,
-                                                           self.skip_malformed_lines)
+        records = list(self.stream())
         if output_type == "dict":
             return records
         import pandas as pd
@@ -152,19 +150,7 @@ class RowStream:
 
 def read_records(path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False) -> list[dict]:
     """Read a file of rows into a list of dicts; errors name the file (and the line, for JSONL)."""
-    return read_numbered_records(path, fmt, skip_malformed_lines)[1]
-
-
-def read_numbered_records(
-    path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False
-) -> tuple[Optional[list[int]], list[dict]]:
-    """(line number of each row, rows): line numbers for JSONL, None for other formats.
-
-    ``fmt`` defaults to the file's extension.
-    """
-    numbered = list(RowStream(path, fmt, skip_malformed_lines).numbered())
-    lines = [n for n, _ in numbered]
-    return (lines if numbered and lines[0] is not None else None), [r for _, r in numbered]
+    return list(RowStream(path, fmt, skip_malformed_lines))
 
 
 def _read_table(path: str, fmt: str) -> list[dict]:
