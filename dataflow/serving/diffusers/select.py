@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from dataflow.core.errors import InputError
 from dataflow.serving.diffusers.family import read_model_index
-from dataflow.serving.diffusers.registry import family_for_index
-from dataflow.serving.diffusers.serving import DiffusersEditServing
+from dataflow.serving.diffusers.registry import family_class, family_for_index
+from dataflow.serving.diffusers.serving import DiffusersEditServing, check_true_cfg_options
 
 
 def diffusers_serving(model: str, *, image_io: Any = None, cache_dir: Optional[str] = None,
@@ -29,12 +28,11 @@ def diffusers_serving(model: str, *, image_io: Any = None, cache_dir: Optional[s
     if family == "FLUX-Kontext":
         from dataflow.serving.flux_kontext_serving import FluxKontextServing
 
+        check_true_cfg_options(family_class(family), params)  # FluxKontextServing takes neither option
+        for name in ("true_cfg_scale", "negative_prompt"):
+            params.pop(name, None)
         if params.get("max_sequence_length") is None:
             params.pop("max_sequence_length", None)
-        for name in ("true_cfg_scale", "negative_prompt"):
-            if params.pop(name, None) is not None:
-                raise InputError(f"{name} is Qwen-Image-Edit's true classifier-free guidance; {folder} is a "
-                                 "FLUX.1 Kontext model, which does not take it")
         serving: DiffusersEditServing = FluxKontextServing(model, cache_dir=cache_dir, local_dir=local_dir, **params)
     else:
         serving = DiffusersEditServing(model, family=family, cache_dir=cache_dir, local_dir=local_dir, **params)

@@ -45,6 +45,16 @@ def import_diffusers():
     return torch, diffusers
 
 
+def check_true_cfg_options(cls: type, params: dict) -> None:
+    """``InputError`` when ``params`` give ``negative_prompt`` or ``true_cfg_scale`` to a family without true CFG."""
+    if cls.takes_negative_prompt:
+        return
+    given = [k for k in ("negative_prompt", "true_cfg_scale") if params.get(k) is not None]
+    if given:
+        raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} Qwen-Image-Edit's true "
+                         f"classifier-free guidance; {cls.display_name} takes neither")
+
+
 class DiffusersEditServing(ImageEditServing):
     """Instruction-based editing with a diffusers pipeline of a supported family.
 
@@ -144,12 +154,7 @@ class DiffusersEditServing(ImageEditServing):
         return family
 
     def _check_options(self, cls: type) -> None:
-        if cls.takes_negative_prompt:
-            return
-        given = [k for k in ("negative_prompt", "true_cfg_scale") if self.requested[k] is not None]
-        if given:
-            raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} Qwen-Image-Edit's true "
-                             f"classifier-free guidance; {cls.display_name} takes neither")
+        check_true_cfg_options(cls, self.requested)
 
     def _param(self, name: str) -> Any:
         value = self.requested[name]
