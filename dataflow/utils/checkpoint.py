@@ -42,10 +42,6 @@ class Checkpoint:
         self._pending: list[dict] = []
         self._handle = None
 
-    def load(self) -> dict[str, dict]:
-        """Every row from an earlier run, by key (the last record of a key wins)."""
-        return {record["key"]: record for record in self._records()}
-
     def finished(self) -> dict[str, Union[tuple, str]]:
         """What an earlier run settled, by key (the last record of a key wins): the output paths of rows finished
         with images, and the message of rows that failed with a final error (``EditResult.final``).
