@@ -14,11 +14,13 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Optional
 
 import numpy as np
 from PIL import Image
+
+from tests.loopback import LoopbackServer
 
 MODEL = "judge-model"
 USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
@@ -38,7 +40,7 @@ def answer_for(instruction: str) -> str:
     return json.dumps({"sc": 7, "pq": 8, "reason": "the edit follows the instruction"})
 
 
-class ChatServer:
+class ChatServer(LoopbackServer):
     """The server; ``url`` is its root (``http://127.0.0.1:PORT``), ``key`` the key it requires (None: none)."""
 
     def __init__(self, key: Optional[str] = "judge-key", delay: float = 0.0):
@@ -49,21 +51,7 @@ class ChatServer:
         self.in_flight = self.max_in_flight = 0
         self._failed: set[str] = set()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> "ChatServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(_handler(self))
 
     def reply(self, headers: dict, path: str, raw: bytes) -> tuple[int, dict]:
         """(status, JSON body) for one request."""

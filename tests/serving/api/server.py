@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Optional
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.loopback import LoopbackServer
 
 FAULTS = ("429", "429-date", "500", "503", "slow", "drop", "badjson", "noimage", "refuse")
 MODEL = "test-model"
@@ -63,7 +65,7 @@ class Received:
     status: Optional[int] = None
 
 
-class EditServer:
+class EditServer(LoopbackServer):
     """The server; ``url`` is its root (``http://127.0.0.1:PORT``).
 
     Args:
@@ -88,22 +90,11 @@ class EditServer:
         self._faults: dict[str, list[str]] = {}
         self._files: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> "EditServer":
-        self._thread.start()
-        return self
+        super().__init__(_handler(self))
 
     def stop(self) -> None:
         self.gate.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().stop()
 
     def inject(self, prompt: str, *faults: str) -> None:
         """The next requests for ``prompt`` meet these faults, one each, then it is served normally."""
