@@ -4,8 +4,10 @@ Rows follow the DataFlow-MM layout::
 
     {"images": "photo.png", "conversations": [{"role": "user", "content": "Change the vase to red."}]}
 
-``images`` is a path or a list of paths, relative to the input file's folder or absolute.
-The instruction is the last user message of the conversation.
+``images`` is a path or a list of paths, relative to the input file's folder or absolute; rows read from a
+dataset (``dataflow.io.sources``) hold references to the images embedded in its shards, which travel as paths do.
+The instruction is the last user message of the conversation, or the field itself when it is plain text (as a
+WebDataset ``.txt`` member or an ``instruction`` column is).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import os
 from typing import Any, Mapping
 
 from dataflow.core.errors import RowError
+from dataflow.io.sources.reference import content_id
 
 _USER_ROLES = {"user", "human"}
+ID_FIELDS = ("id", "__key__")
 
 
 def image_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
@@ -61,12 +65,12 @@ def _one_path(value: Any, what: str, base_dir: str) -> str:
 
 
 def instruction(row: Mapping[str, Any], key: str) -> str:
-    """The last user message of the row's conversation, stripped."""
+    """The last user message of the row's conversation (or the field's text, when it is a string), stripped."""
     conversation = row.get(key)
     if is_missing(conversation):
         raise RowError(f"'{key}' is missing or null")
     if isinstance(conversation, str):
-        raise RowError(f"'{key}' must be a list of messages, got a string")
+        return _clean_text(conversation, f"'{key}'")
     try:
         messages = list(conversation)
     except TypeError:
@@ -83,12 +87,21 @@ def instruction(row: Mapping[str, Any], key: str) -> str:
 
 
 def row_key(row: Mapping[str, Any], image_key: str, conversation_key: str) -> str:
-    """A stable identity: the ``id`` field if present, else a hash of the image value and the conversation."""
-    row_id = row.get("id")
-    if not is_missing(row_id) and not isinstance(row_id, (dict, list)):
-        return f"id:{row_id}"
-    payload = json.dumps([row.get(image_key), row.get(conversation_key)], sort_keys=True, default=str)
+    """A stable identity: the ``id`` field (or a WebDataset sample's ``__key__``) if present, else a hash of the
+    image value and the conversation, where an embedded image counts by its content's digest, not its place."""
+    for name in ID_FIELDS:
+        row_id = row.get(name)
+        if not is_missing(row_id) and not isinstance(row_id, (dict, list)):
+            return f"id:{row_id}"
+    payload = json.dumps([_identity_of(row.get(image_key)), row.get(conversation_key)], sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def _identity_of(images: Any) -> Any:
+    """The image value with each reference replaced by its content id (plain paths, as before, unchanged)."""
+    if isinstance(images, (list, tuple)):
+        return [_identity_of(v) for v in images] if any(content_id(v) for v in images) else images
+    return content_id(images) or images
 
 
 def _message_text(message: Mapping[str, Any], key: str) -> str:
@@ -102,9 +115,13 @@ def _message_text(message: Mapping[str, Any], key: str) -> str:
         raise RowError(f"the last user message in '{key}' has no content")
     if not isinstance(content, str):
         raise RowError(f"the last user message in '{key}' must be a string, got {type(content).__name__}")
+    return _clean_text(content, f"the last user message in '{key}'")
+
+
+def _clean_text(content: str, what: str) -> str:
     text = content.replace("<image>", " ").strip()
     if not text:
-        raise RowError(f"the last user message in '{key}' is empty")
+        raise RowError(f"{what} is empty")
     return " ".join(text.split())
 
 

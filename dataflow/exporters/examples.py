@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Optional, Union
 
 from dataflow.core.errors import RowError
 from dataflow.core.rows import image_paths, instruction, is_missing, row_key
+from dataflow.io.sources import source_exists
 from dataflow.utils.manifest import find_output_image
 
 SCORE_KEY = "scores"
@@ -82,9 +83,9 @@ class PathResolver:
         found = []
         for path, fallback in zip(image_paths(row, image_key, self.input_dir),
                                   image_paths(row, image_key, self.folder)):
-            if not os.path.isfile(path) and os.path.isfile(fallback):
+            if not source_exists(path) and source_exists(fallback):
                 path = fallback
-            if not os.path.isfile(path):
+            if not source_exists(path):
                 raise FileNotFoundError(f"source image not found: {path}")
             found.append(path)
         return found

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dataflow.core.errors import RowError
+from dataflow.io.sources import parse_reference, read_source_bytes
 
 IMAGE_FORMATS = ("png", "jpeg")
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
@@ -49,25 +50,22 @@ def encode_file(path: str, fmt: str = "png", keep_bytes: bool = False) -> Encode
     """The stored form of the image file ``path``; ``RowError`` naming the file when it is missing or not an image.
 
     Args:
-        path: the image file.
+        path: the image file, or a reference to an image embedded in a dataset shard (its bytes are the file's).
         fmt: "png" or "jpeg": the format of what is stored, unless ``keep_bytes``.
         keep_bytes: store the file's bytes as they are, in whatever format the file is.
     """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise RowError(f"image not found: {path}") from None
-    except OSError as exc:
-        raise RowError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    stem = os.path.splitext(os.path.basename(path))[0]
+    data = read_source_bytes(path)
+    ref = parse_reference(path)
+    base = ref.name if ref is not None and not os.path.isfile(path) else os.path.basename(path)
+    stem = os.path.splitext(base)[0] if "." in base else base
     found = sniff(data)
     if found == fmt or (keep_bytes and found):
         return EncodedImage(data, found, f"{stem}.{EXTENSIONS[found]}")
     try:
         with Image.open(io.BytesIO(data)) as img:
             if keep_bytes and img.format:
-                return EncodedImage(data, img.format.lower(), os.path.basename(path))
+                name = base if "." in base else f"{base}.{img.format.lower()}"
+                return EncodedImage(data, img.format.lower(), name)
             img.load()
             image = ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, ValueError) as exc:

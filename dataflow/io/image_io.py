@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dataflow.core.errors import RowError
 from dataflow.io.atomic import atomic_write_bytes
+from dataflow.io.sources import parse_reference, read_source_bytes
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -102,9 +103,17 @@ def _open_image(path: str) -> Iterator[Image.Image]:
 
 
 def _open_file(path: str) -> BinaryIO:
-    """``path`` opened for binary reading, or a ``RowError`` saying why it is not an image file one can read."""
+    """``path`` opened for binary reading, or a ``RowError`` saying why it is not an image file one can read.
+
+    A reference to an image embedded in a dataset shard (``dataflow.io.sources``) opens as its bytes.
+    """
     if not isinstance(path, str) or not path:
         raise RowError(f"image path must be a non-empty string, got {path!r}")
+    if parse_reference(path) is not None and not os.path.isfile(path):
+        data = read_source_bytes(path)
+        if not data:
+            raise RowError(f"image is empty: {path}")
+        return io.BytesIO(data)
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as exc:

@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
+from dataflow.io.sources import open_dataset
 from dataflow.logger import get_logger
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -25,7 +26,8 @@ class FileStorage:
     """File-backed storage of a pipeline's rows, one file per step.
 
     Args:
-        first_entry_file_name: the input file (jsonl, json, csv or parquet, judged by its extension).
+        first_entry_file_name: the input: a jsonl, json, csv or parquet file (judged by its extension), a folder
+            of parquet shards, a ``datasets.save_to_disk`` folder, or WebDataset tar shards (``a-{000..009}.tar``).
         cache_path: folder of the step files.
         file_name_prefix: step files are named ``{file_name_prefix}_step{n}.{cache_type}``.
         cache_type: format of the step files: "jsonl", "json", "csv" or "parquet".
@@ -113,17 +115,20 @@ class FileStorage:
 
 
 class RowStream:
-    """The rows of one file, iterable any number of times; JSONL is read line by line, so memory stays flat.
+    """The rows of one input, iterable any number of times, with memory that stays flat: JSONL is read line by
+    line, datasets (parquet, ``save_to_disk`` folders, WebDataset tars: ``dataflow.io.sources``) a shard's
+    row group at a time with their embedded images replaced by references.
 
     Args:
-        path: the file; ``fmt`` defaults to its extension.
+        path: the file, folder or brace pattern of shards; ``fmt`` defaults to what it is.
         skip_malformed_lines: skip (and warn about, on the first pass only) JSONL lines that are not JSON objects.
     """
 
     def __init__(self, path: str, fmt: Optional[str] = None, skip_malformed_lines: bool = False):
         self.path = path
-        self.fmt = fmt or format_of(path)
-        if not os.path.isfile(path):
+        self.dataset = open_dataset(path) if fmt in (None, "parquet") else None
+        self.fmt = self.dataset.kind if self.dataset else fmt or format_of(path)
+        if self.dataset is None and not os.path.isfile(path):
             raise InputError(f"input file not found: {path}")
         self.skip_malformed_lines = skip_malformed_lines
         self._warned = False
@@ -133,6 +138,9 @@ class RowStream:
         if self.fmt == "jsonl":
             warn, self._warned = not self._warned, True
             yield from _iter_jsonl(self.path, self.skip_malformed_lines, warn)
+        elif self.dataset is not None:
+            for row in self.dataset.rows():
+                yield None, {k: _from_cell(v) for k, v in row.items()}
         else:
             for row in _read_table(self.path, self.fmt):
                 yield None, row
@@ -141,7 +149,9 @@ class RowStream:
         return (row for _, row in self.numbered())
 
     def count(self) -> int:
-        """How many rows the file holds (for JSONL: its non-blank lines, counted without parsing them)."""
+        """How many rows the input holds (for JSONL: its non-blank lines, counted without parsing them)."""
+        if self.dataset is not None:
+            return self.dataset.count()
         if self.fmt != "jsonl":
             return len(_read_table(self.path, self.fmt))
         with open(self.path, "rb") as handle:
@@ -154,7 +164,7 @@ def read_records(path: str, fmt: Optional[str] = None, skip_malformed_lines: boo
 
 
 def _read_table(path: str, fmt: str) -> list[dict]:
-    """The rows of a JSON, CSV or parquet file (read whole: these formats have no line to stream by)."""
+    """The rows of a JSON or CSV file (read whole: these formats have no line to stream by)."""
     if fmt == "json":
         with open(path, encoding="utf-8-sig") as handle:
             try:
@@ -166,11 +176,7 @@ def _read_table(path: str, fmt: str) -> list[dict]:
         return data
     import pandas as pd
 
-    if fmt == "csv":
-        frame = pd.read_csv(path, encoding="utf-8-sig")
-    else:
-        _require_pyarrow()
-        frame = pd.read_parquet(path)
+    frame = pd.read_csv(path, encoding="utf-8-sig")
     return [{k: _from_cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
@@ -286,7 +292,8 @@ def format_of(path: str) -> str:
     """The row format a file's extension names: jsonl, json, csv or parquet."""
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext not in FORMATS:
-        raise InputError(f"{path}: unsupported input format {ext!r}; use one of {', '.join(FORMATS)}")
+        raise InputError(f"{path}: unsupported input format {ext!r}; use one of {', '.join(FORMATS)}, a "
+                         "datasets.save_to_disk folder, a folder of parquet shards, or WebDataset .tar shards")
     return ext
 
 

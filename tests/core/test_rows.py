@@ -25,7 +25,7 @@ def test_instruction_accepts_sharegpt_and_content_parts():
 @pytest.mark.parametrize("value, fragment", [
     (None, "missing"),
     ([], "empty"),
-    ("Make it red", "list of messages"),
+    ("   ", "empty"),
     ([{"role": "assistant", "content": "hi"}], "no user message"),
     ([{"role": "user", "content": 42}], "must be a string"),
     ([{"role": "user", "content": "   "}], "empty"),
@@ -33,6 +33,10 @@ def test_instruction_accepts_sharegpt_and_content_parts():
 def test_bad_conversations_raise_a_row_error_naming_the_problem(value, fragment):
     with pytest.raises(RowError, match=fragment):
         instruction({"conversations": value}, "conversations")
+
+
+def test_a_plain_text_field_is_the_instruction_itself():
+    assert instruction({"txt": "  Make it\nred. "}, "txt") == "Make it red."
 
 
 def test_relative_paths_resolve_against_the_input_folder_and_absolute_ones_stay(tmp_path):

@@ -125,7 +125,7 @@ def test_missing_and_broken_images_get_a_note_not_an_exception(tmp_path):
     rows = [
         edit_row("gone.png", "x", output_image=["nowhere/sample_0_0.png"]),
         edit_row("broken.png", "y", output_image=[]),
-        {"images": 7, "conversations": "just text", "output_image": [None]},
+        {"images": 7, "conversations": {"just": "text"}, "output_image": [None]},
     ]
     output_file = write_jsonl(tmp_path / "result.jsonl", rows)
     text = open(build_gallery(output_file), encoding="utf-8").read()
@@ -133,8 +133,8 @@ def test_missing_and_broken_images_get_a_note_not_an_exception(tmp_path):
     assert "output 0 image unavailable: output image not found: nowhere/sample_0_0.png" in text
     assert "input image unavailable: not a readable image file" in text
     assert "input image unavailable: &#x27;images&#x27; must be a path string or a list of them" in text
-    assert "instruction unavailable: &#x27;conversations&#x27; must be a list of messages" in text
-    assert "&quot;just text&quot;" in text  # the raw value is shown
+    assert "instruction unavailable: &#x27;conversations&#x27; holds a str where a message object was" in text
+    assert "{&quot;just&quot;: &quot;text&quot;}" in text  # the raw value is shown
     assert "3 rows · 1 done · 0 failed · 2 without output" in text
     assert "<img" not in text
 
