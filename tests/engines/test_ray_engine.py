@@ -185,6 +185,23 @@ def test_mixed_sizes_give_the_local_engines_rows_and_a_rerun_reuses_them(tmp_pat
     assert stamps == {p: os.stat(p).st_mtime_ns for p in stamps}
 
 
+def test_rows_of_a_dataset_input_travel_to_the_actors_as_references(tmp_path):
+    from tests.io.sources.builders import decoded, samples, write_parquet_shards, write_webdataset
+
+    pytest.importorskip("datasets")
+    pytest.importorskip("webdataset")
+    write_parquet_shards(tmp_path / "shards", 5, shards=2, rows_per_group=2)
+    write_webdataset(tmp_path / "wds", 5, per_shard=2)
+    for source, keys in [(tmp_path / "shards", ("image", "instruction")),
+                         (tmp_path / "wds" / "edit-{000000..000002}.tar", ("jpg", "txt"))]:
+        storage = FileStorage(str(source), cache_path=str(tmp_path / "out" / source.name))
+        summary = PromptedImageEditGenerator(InvertServing(batch_size=2), engine=RayEngine(num_workers=2)).run(
+            storage.step(), input_image_key=keys[0], input_conversation_key=keys[1], show_progress=False)
+        assert (summary.generated, summary.failed) == (5, 0)
+        for row, sample in zip(read_jsonl(summary.output_path), samples(5)):
+            assert np.array_equal(np.asarray(Image.open(row["output_image"][0])), 255 - decoded(sample["bytes"]))
+
+
 def test_actor_deaths_lose_no_row_and_a_batch_that_kills_every_actor_fails_after_max_attempts(tmp_path):
     flag = str(tmp_path / "died")
     serving = DyingServing(poison="edit 5", batch_size=1, on_batch=DieInSecondBatch(flag))
