@@ -30,7 +30,7 @@ def image_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
 
     ``images`` is one path or a list of paths (several for backends that edit from more than one image).
     """
-    value = row.get(key)
+    value = _field(row, key)
     if isinstance(value, (list, tuple)):
         if not value:
             raise RowError(f"'{key}' is an empty list; it must hold at least one image path")
@@ -41,7 +41,7 @@ def image_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
 
 def edited_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
     """The row's edited images (its ``output_image`` list, as a run wrote it), resolved against ``base_dir``."""
-    value = row.get(key)
+    value = _field(row, key)
     if is_missing(value):
         raise RowError(f"'{key}' is missing or null: this row has no edited images to score")
     values = value if isinstance(value, (list, tuple)) else [value]
@@ -51,6 +51,14 @@ def edited_paths(row: Mapping[str, Any], key: str, base_dir: str) -> list[str]:
 def image_path(row: Mapping[str, Any], key: str, base_dir: str) -> str:
     """The row's first reference image as a path (the one its output's shape follows)."""
     return image_paths(row, key, base_dir)[0]
+
+
+def _field(row: Mapping[str, Any], key: str) -> Any:
+    """``row[key]``; ``RowError`` naming the fields the row does have when it has no such field at all."""
+    if key not in row:
+        fields = ", ".join(map(str, list(row)[:12])) + (", ..." if len(row) > 12 else "")
+        raise RowError(f"the row has no field '{key}' (its fields: {fields or 'none'})")
+    return row[key]
 
 
 def _one_path(value: Any, what: str, base_dir: str) -> str:
@@ -66,7 +74,7 @@ def _one_path(value: Any, what: str, base_dir: str) -> str:
 
 def instruction(row: Mapping[str, Any], key: str) -> str:
     """The last user message of the row's conversation (or the field's text, when it is a string), stripped."""
-    conversation = row.get(key)
+    conversation = _field(row, key)
     if is_missing(conversation):
         raise RowError(f"'{key}' is missing or null")
     if isinstance(conversation, str):

@@ -34,7 +34,7 @@ def bad_rows(tmp_path):
         "truncated": edit_row("truncated.png", "Blur it."),
         "missing or null": {"images": None, "conversations": [{"role": "user", "content": "Blur it."}]},
         "path string": {"images": 42, "conversations": [{"role": "user", "content": "Blur it."}]},
-        "'conversations' is missing": {"images": "full.png"},
+        "the row has no field 'conversations' (its fields: images)": {"images": "full.png"},
         "'conversations' is empty": {"images": "full.png", "conversations": []},
         "must be a string": {"images": "full.png", "conversations": [{"role": "user", "content": ["x", 1]}]},
     }
