@@ -6,17 +6,18 @@ row back by reference touches only that row's pages.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
+from dataflow.io.sources.cache import LoadOnceCache
 from dataflow.io.sources.cells import holds_images, image_bytes, referenced
 from dataflow.io.sources.reference import SourceRef
 
 STATE = "state.json"
 DATASET_DICT = "dataset_dict.json"
+_TABLES = LoadOnceCache(size=16)  # memory-mapped tables: cheap to keep
 
 
 def data_files(folder: str) -> list[str]:
@@ -36,7 +37,7 @@ def data_files(folder: str) -> list[str]:
 def iter_rows(path: str, name: str) -> Iterator[dict]:
     """The rows of the Arrow file ``path``; ``name`` is how its references spell the file."""
     offset = 0
-    for batch in _table(path, _version(path)).to_batches():
+    for batch in _table(path).to_batches():
         for i, row in enumerate(batch.to_pylist()):
             yield {column: referenced(value, SourceRef(name, row=offset + i, column=column))
                    if holds_images(value) else value for column, value in row.items()}
@@ -44,7 +45,7 @@ def iter_rows(path: str, name: str) -> Iterator[dict]:
 
 
 def count_rows(path: str) -> int:
-    return _table(path, _version(path)).num_rows
+    return _table(path).num_rows
 
 
 def read_image(ref: SourceRef) -> bytes:
@@ -53,7 +54,7 @@ def read_image(ref: SourceRef) -> bytes:
         version = _version(ref.container)
     except InputError as exc:
         raise RowError(f"{ref}: {exc}") from None
-    table = _table(ref.container, version)
+    table = _TABLES.get((ref.container, version), lambda: _table(ref.container))
     if ref.column not in table.column_names:
         raise RowError(f"{ref}: the file has no column {ref.column!r}")
     if ref.row is None or ref.row >= table.num_rows:
@@ -69,8 +70,7 @@ def _version(path: str) -> tuple:
     return info.st_mtime_ns, info.st_size
 
 
-@functools.lru_cache(maxsize=16)
-def _table(path: str, version: tuple):
+def _table(path: str):
     """The memory-mapped table of an Arrow IPC file (stream format, as ``datasets`` writes; or file format)."""
     try:
         import pyarrow as pa

@@ -9,15 +9,17 @@ of a batch (neighbours in the shard) cost one read.
 from __future__ import annotations
 
 import bisect
-import functools
 import os
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
+from dataflow.io.sources.cache import LoadOnceCache
 from dataflow.io.sources.cells import holds_images, image_bytes, referenced
 from dataflow.io.sources.reference import SourceRef
 
 CACHED_COLUMNS = 4  # row-group columns kept for reads by reference (a group of 100 images is ~100 MB)
+_STARTS = LoadOnceCache(size=64)
+_COLUMNS = LoadOnceCache(size=CACHED_COLUMNS)
 
 
 def pyarrow_parquet():
@@ -48,11 +50,12 @@ def count_rows(path: str) -> int:
 def read_image(ref: SourceRef) -> bytes:
     """The bytes of the image ``ref`` points at in a parquet shard (``ref.container`` is the file's path)."""
     stat = _stat(ref)
-    starts = _group_starts(ref.container, stat)
+    starts = _STARTS.get((ref.container, stat), lambda: _group_starts(ref.container))
     if ref.row is None or ref.row >= starts[-1]:
         raise RowError(f"{ref}: the shard has {starts[-1]} rows, no row {ref.row}")
     group = bisect.bisect_right(starts, ref.row) - 1
-    cells = _group_column(ref.container, stat, group, ref.column)
+    cells = _COLUMNS.get((ref.container, stat, group, ref.column),
+                         lambda: _group_column(ref.container, group, ref.column))
     if cells is None:
         raise RowError(f"{ref}: the shard has no column {ref.column!r}")
     return image_bytes(cells[ref.row - starts[group]].as_py(), ref)
@@ -73,9 +76,8 @@ def _stat(ref: SourceRef) -> tuple:
     return info.st_mtime_ns, info.st_size
 
 
-@functools.lru_cache(maxsize=64)
-def _group_starts(path: str, stat: tuple) -> list:
-    """The first row of each row group, then the row count (``stat`` keys the cache to the file's version)."""
+def _group_starts(path: str) -> list:
+    """The first row of each row group, then the row count."""
     metadata = pyarrow_parquet().ParquetFile(path).metadata
     starts = [0]
     for group in range(metadata.num_row_groups):
@@ -83,8 +85,7 @@ def _group_starts(path: str, stat: tuple) -> list:
     return starts
 
 
-@functools.lru_cache(maxsize=CACHED_COLUMNS)
-def _group_column(path: str, stat: tuple, group: int, column: str):
+def _group_column(path: str, group: int, column: str):
     """One column of one row group, or None when the shard has no such column."""
     shard = pyarrow_parquet().ParquetFile(path)
     if column not in shard.schema_arrow.names:

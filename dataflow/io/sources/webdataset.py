@@ -8,7 +8,6 @@ are read: a member is read back by seeking to it, which a compressed stream does
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -16,6 +15,7 @@ import tarfile
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
+from dataflow.io.sources.cache import LoadOnceCache
 from dataflow.io.sources.reference import SourceRef
 
 KEY_FIELD = "__key__"
@@ -24,6 +24,7 @@ JSON_EXTENSIONS = ("json",)
 INTEGER_EXTENSIONS = ("cls", "cls2", "index")
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
+_INDEXES = LoadOnceCache(size=64)  # member offsets of the tars read by reference lately
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -84,7 +85,8 @@ def read_image(ref: SourceRef) -> bytes:
         info = os.stat(ref.container)
     except OSError as exc:
         raise RowError(f"{ref}: cannot open its shard {ref.container}: {exc.strerror or exc}") from None
-    place = _index(ref.container, (info.st_mtime_ns, info.st_size)).get(ref.member)
+    version = (info.st_mtime_ns, info.st_size)
+    place = _INDEXES.get((ref.container, version), lambda: _index(ref.container)).get(ref.member)
     if place is None:
         raise RowError(f"{ref}: the shard has no member {ref.member!r}")
     offset, size = place
@@ -136,10 +138,9 @@ def _members(tar: tarfile.TarFile, path: str) -> Iterator[tarfile.TarInfo]:
         raise InputError(f"{path}: truncated or corrupt tar {where} ({exc})") from None
 
 
-@functools.lru_cache(maxsize=64)
-def _index(path: str, version: tuple) -> dict:
-    """Member name -> (offset of its data, size), from the tar's headers (``version`` keys the cache). A
-    truncated tar keeps the members before the break: reading the cut one then says it is truncated."""
+def _index(path: str) -> dict:
+    """Member name -> (offset of its data, size), from the tar's headers. A truncated tar keeps the members
+    before the break: reading the cut one then says it is truncated."""
     index = {}
     with _open(path) as tar:
         try:
