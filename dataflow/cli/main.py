@@ -1,6 +1,7 @@
 """``dataflow-edit``: edit every image of a JSONL file by its instruction, from the command line.
 
     dataflow-edit run INPUT.jsonl [--backend flux-kontext|classic|api] [--model PATH_OR_ID_OR_NAME] [--out DIR] ...
+    dataflow-edit run SHARDS_DIR --image-key image --conversation-key instruction ...   (parquet, save_to_disk, tar)
     dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge ...
     dataflow-edit filter SCORED.jsonl --min clip_t=0.2 --max dino=0.95 [--drop-no-change]
     dataflow-edit export OUTPUT.jsonl --format hf|webdataset|ip2p|ai-toolkit --out DIR
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="edit the images of an input file")
     add = run.add_argument
-    add("input", help="input .jsonl (or .json, .csv, .parquet)")
+    add("input", help="input .jsonl (or .json, .csv, .parquet), a folder of parquet shards, a datasets.save_to_disk "
+                      "folder, or WebDataset .tar shards ('edit-{000000..000009}.tar')")
     add("--backend", choices=BACKENDS, default="flux-kontext",
         help="flux-kontext (or diffusers): a local diffusers model on the GPU, FLUX.1 Kontext by default, or "
              "Qwen-Image-Edit / FLUX.2 as its folder says; classic: exact global edits with Pillow (CPU); "
