@@ -113,7 +113,7 @@ def checkpointed(cwd) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["parquet", "webdataset"])
+@pytest.mark.parametrize("kind", ["parquet", "save_to_disk", "webdataset"])
 def test_kontext_on_a_dataset_input_resumes_after_kill_9_and_exports_again(kind, tmp_path, tiny_model_dir):
     n = 8
     source, keys = make_input(kind, tmp_path, n)
