@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from dataflow.core.errors import RowError
 from dataflow.io.atomic import atomic_open
+from dataflow.io.sources import input_folder
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -59,7 +60,7 @@ def run_folders(output_file: str) -> RunFolders:
     manifest = read_manifest(folder)
     cwd, source = _text(manifest.get("cwd")), _text(manifest.get("input"))
     keys = {k: manifest[k] for k in KEYS if _text(manifest.get(k))}
-    input_dir = os.path.dirname(os.path.join(cwd or folder, source)) if source else None
+    input_dir = input_folder(os.path.join(cwd or folder, source)) if source else None
     return RunFolders(input_dir, cwd, keys)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
-from dataflow.io.sources import open_dataset
+from dataflow.io.sources import input_folder, open_dataset
 from dataflow.logger import get_logger
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -82,8 +82,9 @@ class FileStorage:
 
     @property
     def input_dir(self) -> str:
-        """Folder that relative image paths in the rows are resolved against: the input file's folder."""
-        return os.path.dirname(os.path.abspath(self.first_entry_file_name))
+        """Folder that relative image paths in the rows are resolved against: the input file's folder (a folder
+        input's own: see ``dataflow.io.sources.input_folder``)."""
+        return input_folder(self.first_entry_file_name)
 
     # -- read / write ------------------------------------------------------------------------------------
     def read(self, output_type: Literal["dataframe", "dict"] = "dataframe") -> Any:

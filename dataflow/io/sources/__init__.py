@@ -15,8 +15,8 @@ from dataflow.core.errors import InputError, RowError
 from dataflow.io.sources import arrow, parquet, webdataset
 from dataflow.io.sources.reference import SourceRef, content_id, is_reference, parse_reference
 
-__all__ = ["DatasetInput", "SourceRef", "content_id", "dataset_kind", "is_reference", "open_dataset",
-           "parse_reference", "read_source_bytes", "source_exists"]
+__all__ = ["DatasetInput", "SourceRef", "content_id", "dataset_kind", "input_folder", "is_reference",
+           "open_dataset", "parse_reference", "read_source_bytes", "source_exists"]
 
 _READERS = {"parquet": parquet, "arrow": arrow, "webdataset": webdataset}
 _BY_CONTAINER = {"parquet": parquet, "arrow": arrow, "tar": webdataset}
@@ -38,8 +38,8 @@ class DatasetInput:
 
     @property
     def base_dir(self) -> str:
-        """The folder references are written relative to: the input's folder, as for image paths."""
-        return os.path.dirname(os.path.abspath(self.path))
+        """The folder references are written relative to, as relative image paths are (``input_folder``)."""
+        return input_folder(self.path)
 
     def rows(self) -> Iterator[dict]:
         reader = _READERS[self.kind]
@@ -49,6 +49,13 @@ class DatasetInput:
     def count(self) -> int:
         reader = _READERS[self.kind]
         return sum(reader.count_rows(file) for file in self.files)
+
+
+def input_folder(path: str) -> str:
+    """The folder an input's relative image paths and references are meant against: a folder input itself
+    (shards, a save_to_disk dataset), else the folder of the file or of the brace pattern's shards."""
+    path = os.path.abspath(path)
+    return path if os.path.isdir(path) else os.path.dirname(path)
 
 
 def dataset_kind(path: str) -> Optional[str]:

@@ -20,7 +20,7 @@ def test_a_save_to_disk_folder_reads_as_rows_whose_images_read_back(tmp_path):
     assert [r["instruction"] for r in rows] == [s["instruction"] for s in samples(7)]
     assert parse_reference(rows[-1]["image"]).container.endswith("data-00001-of-00002.arrow")
     for row, sample in zip(rows, samples(7)):
-        assert read_source_bytes(image_paths(row, "image", str(tmp_path))[0]) == sample["bytes"]
+        assert read_source_bytes(image_paths(row, "image", str(tmp_path / "disk"))[0]) == sample["bytes"]
 
 
 def test_a_dataset_dict_folder_asks_for_one_split(tmp_path):

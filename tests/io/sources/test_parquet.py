@@ -25,11 +25,11 @@ def test_a_folder_of_shards_streams_every_row_with_references_that_read_back_the
     assert stream.count() == 10 and len(rows) == 10
     assert [r["instruction"] for r in rows] == [s["instruction"] for s in samples(10)]
     first = parse_reference(rows[0]["image"])
-    assert first.container == os.path.join("data", "train-00000-of-00002.parquet") and first.row == 0
+    assert first.container == "train-00000-of-00002.parquet" and first.row == 0  # relative to the folder input
     assert parse_reference(rows[7]["image"]).row == 2  # the second shard counts its own rows
     io = ImageIO()
     for row, sample in zip(rows, samples(10)):
-        [path] = image_paths(row, "image", str(tmp_path))  # resolved against the input's folder
+        [path] = image_paths(row, "image", str(tmp_path / "data"))  # resolved against the input folder
         assert read_source_bytes(path) == sample["bytes"]
         assert np.array_equal(np.asarray(io.read(path)), decoded(sample["bytes"]))
 
@@ -61,7 +61,7 @@ def test_identity_follows_the_image_content_not_its_place_in_the_shards(tmp_path
 
 def test_a_shard_rewritten_since_the_reference_was_made_is_a_row_error_not_another_image(tmp_path):
     [shard] = write_parquet_shards(tmp_path / "d", 4, shards=1)
-    path = image_paths(next(iter(RowStream(str(tmp_path / "d")))), "image", str(tmp_path))[0]
+    path = image_paths(next(iter(RowStream(str(tmp_path / "d")))), "image", str(tmp_path / "d"))[0]
     image_dataset(5).select([1, 0, 2, 3, 4]).to_parquet(shard)  # row 0 now holds another picture
     with pytest.raises(RowError, match="changed since"):
         ImageIO().read(path)
