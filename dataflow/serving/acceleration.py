@@ -2,16 +2,18 @@
 
 Which options apply depends on the model family (``dataflow.serving.diffusers``): the FLUX.1 block rewrites (split
 output projection, fused GELU) only to FLUX.1 Kontext, fused QKV to the FLUX families, FP8 linears, the attention
-backend, regional compilation, the first-block cache and offloading to every family. An option that does not apply
-is skipped with a log line.
+backend, regional compilation, the first-block cache and offloading to every family; FP8 attention to the FLUX
+families, cache-dit's step cache to FLUX.1 Kontext. An option that does not apply is skipped with a log line,
+except the lossy ones asked for where they cannot run (FP8 attention off an FP8 GPU, the step cache on another
+family): those are refused, so that a run's fingerprint never claims an option that was not applied.
 
 Lossless (on by default on CUDA, where they help): fused QKV projections, the cuDNN attention backend, regional
 compilation of the repeated transformer blocks, the MLP's GELU in the GEMM epilogue and the single-stream blocks'
 output projection split in two (these two not with offloading, where they are unmeasured). Lossless, opt-in because
 they compile again for every new image size and add 20-45 s to the first call, for 1-3 % per image (H100 and H200,
 ``benchmarks/results``): the whole transformer compiled and replayed as CUDA graphs, the VAE compiled. Lossy
-(opt-in): FP8 linear layers in the transformer blocks, and diffusers' first-block cache. Memory (opt-in, for smaller
-GPUs): model CPU offload, group offload.
+(opt-in): FP8 linear layers in the transformer blocks, FP8 attention (``fp8_attention``), diffusers' first-block
+cache, and cache-dit's DBCache (``step_cache``). Memory (opt-in, for smaller GPUs): model CPU offload, group offload.
 
 Compilation is off by default with the first-block cache and with group offload: both wrap every block in a hook
 that ``fullgraph`` compilation cannot trace (the cache's decision is a ``torch.compiler.disable``d function, the
@@ -27,6 +29,10 @@ from typing import Any, Optional, Union
 from dataflow.core.errors import InputError
 from dataflow.core.flags import flag_adder, flag_name
 from dataflow.logger import get_logger
+from dataflow.serving.step_cache import PRESETS as CACHE_PRESETS
+from dataflow.serving.step_cache import describe as describe_cache
+from dataflow.serving.step_cache import missing_reason as cache_missing_reason
+from dataflow.serving.step_cache import parse_cache
 
 logger = get_logger()
 
@@ -35,6 +41,14 @@ FP8_SCALINGS = ("tensorwise", "rowwise")
 DEFAULT_FP8_SCALING = "rowwise"  # 1.62x against 1.50x for tensorwise on an H200 (benchmarks/results)
 # Inductor options for ``tune_kernels``: benchmark neighbouring launch configurations of each generated kernel.
 KERNEL_TUNING = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
+# The families cache-dit's step cache is wired and tested for: FLUX.1 Kontext makes one transformer call per step.
+# Qwen-Image-Edit's true CFG makes two, which cache-dit would have to count apart (its enable_separate_cfg).
+STEP_CACHE_FAMILIES = ("FLUX-Kontext",)
+# The families whose attention FP8 attention takes: Qwen-Image-Edit's joint attention carries the text padding mask,
+# which the kernel does not take, so there the option would change nothing.
+FP8_ATTENTION_FAMILIES = ("FLUX-Kontext", "FLUX.2")
+# Attention backends that end in torch's scaled_dot_product_attention, the call FP8 attention replaces.
+SDPA_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,10 @@ class Acceleration:
             default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
             first-block residual changes less than this skip the remaining blocks.
+        fp8_attention: attention in FP8 with per-block scales and a smoothed K (``fp8_attention``; lossy; NVIDIA
+            GPUs of compute capability 8.9+, refused elsewhere).
+        cache: cache-dit's DBCache, "dbcache" or "dbcache:PRESET" (``step_cache.PRESETS``; lossy; needs
+            cache-dit; None: off).
         offload: "model" (``enable_model_cpu_offload``) or "group" (block-level group offload with a CUDA stream)
             to fit smaller GPUs, at a cost in speed (None: the whole pipeline on the device).
     """
@@ -77,6 +95,8 @@ class Acceleration:
     fp8: Union[bool, str] = False
     first_block_cache: Optional[float] = None
     offload: Optional[str] = None
+    fp8_attention: bool = False
+    cache: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.offload not in (None, *OFFLOAD_MODES):
@@ -87,12 +107,31 @@ class Acceleration:
             object.__setattr__(self, "fp8", bool(self.fp8))  # 0 and 1 pass the check above
         if self.first_block_cache is not None and not 0 < self.first_block_cache < 1:
             raise InputError(f"first_block_cache is a threshold in (0, 1), got {self.first_block_cache!r}")
+        object.__setattr__(self, "fp8_attention", bool(self.fp8_attention))
+        if self.cache is not None:
+            self._check_cache()
+        if self.fp8_attention and self.attention_backend not in (None, *SDPA_BACKENDS):
+            raise InputError(f"fp8_attention replaces torch's scaled_dot_product_attention, which attention_backend="
+                             f"{self.attention_backend!r} does not call; use one of {', '.join(SDPA_BACKENDS)} or None")
         if self.cuda_graphs:
             clash = ("offload" if self.offload else "first_block_cache" if self.first_block_cache is not None
-                     else "compile=False" if self.compile is False else None)
+                     else "cache" if self.cache else "compile=False" if self.compile is False else None)
             if clash:
                 raise InputError(f"cuda_graphs cannot be combined with {clash}: CUDA graphs replay a fixed compiled "
                                  "step, and that option moves weights, skips blocks, or turns compilation off")
+
+    def _check_cache(self) -> None:
+        """The step cache's spec, made canonical; refused early when it is unknown, cache-dit is missing, or
+        another option hooks the same blocks."""
+        object.__setattr__(self, "cache", parse_cache(self.cache))
+        if self.first_block_cache is not None:
+            raise InputError("cache and first_block_cache are two step caches over the same blocks; choose one")
+        if self.offload == "group":
+            raise InputError("cache does not work with offload='group': cache-dit wraps the blocks that group "
+                             "offload moves; use offload='model' or no offload")
+        missing = cache_missing_reason()
+        if missing:
+            raise InputError(missing)
 
     @classmethod
     def from_flags(cls, args: Any) -> "Acceleration":
@@ -100,11 +139,20 @@ class Acceleration:
         return cls(fp8=args.fp8_scaling or args.fp8, first_block_cache=args.first_block_cache, offload=args.offload,
                    compile=False if args.no_compile else None, tune_kernels=args.tune_kernels,
                    fuse_gelu=args.fuse_gelu, split_proj_out=args.split_proj_out, cuda_graphs=args.cuda_graphs,
-                   compile_vae=args.compile_vae)
+                   compile_vae=args.compile_vae, fp8_attention=args.fp8_attention, cache=args.cache)
 
     def lossy(self) -> dict:
-        """The options that change output pixels beyond float rounding; they belong in a run's fingerprint."""
-        return {"fp8": self.fp8_scaling or False, "first_block_cache": self.first_block_cache}
+        """The options that change output pixels beyond float rounding; they belong in a run's fingerprint.
+
+        FP8 attention and the step cache appear only when on, so that runs made before they existed keep their
+        fingerprint and resume. The cache is recorded with the settings its preset stands for.
+        """
+        lossy: dict = {"fp8": self.fp8_scaling or False, "first_block_cache": self.first_block_cache}
+        if self.fp8_attention:
+            lossy["fp8_attention"] = True
+        if self.cache:
+            lossy["cache"] = describe_cache(self.cache)
+        return lossy
 
     @property
     def fp8_scaling(self) -> Optional[str]:
@@ -150,6 +198,11 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
         help="FP8 scales per tensor or per row (token and output channel); implies --fp8")
     add("first_block_cache", type=float, default=None, metavar="T",
         help="skip the remaining blocks when the first block's residual changes less than T, e.g. 0.08 (lossy)")
+    add("fp8_attention", action="store_true",
+        help="attention in FP8 with per-block scales and a smoothed K (lossy; NVIDIA GPUs of compute capability 8.9+)")
+    add("cache", default=None, metavar="dbcache[:PRESET]",
+        help=f"cache-dit's DBCache step cache (lossy; needs cache-dit); PRESET: {', '.join(CACHE_PRESETS)} "
+             "(default balanced; static-*: a fixed schedule)")
     add("offload", choices=OFFLOAD_MODES, default=None, help="fit smaller GPUs: model or group CPU offload")
     add("no_compile", action="store_true", help="skip regional torch.compile (saves ~20 s start-up)")
     add("tune_kernels", action="store_true",
@@ -174,7 +227,9 @@ def prepare_pipeline(pipe: Any, device: str, options: Acceleration, family: Any 
     The layer changes (fused QKV, FP8) come first when offloading: group offload records every parameter when it is
     set up, so a layer created afterwards has no CPU copy to load from, and quantizing on the CPU means the bf16
     weights never have to fit on the GPU at once. Without offloading they come after the move, where they are fast.
+    Options that cannot run on ``device`` or ``family`` are refused first, before anything moves.
     """
+    check_applicable(options, device, family)
     if options.offload:
         applied = restructure(pipe, device, options, family)
         pipe = place_pipeline(pipe, device, options)
@@ -182,6 +237,26 @@ def prepare_pipeline(pipe: Any, device: str, options: Acceleration, family: Any 
         pipe = place_pipeline(pipe, device, options)
         applied = restructure(pipe, device, options, family)
     return pipe, applied + accelerate(pipe, device, options, family)
+
+
+def check_applicable(options: Acceleration, device: str, family: Any = None) -> None:
+    """Refuse the lossy options that cannot run here (InputError): FP8 attention on a family it does not take or
+    off an FP8-capable NVIDIA GPU, the step cache on a family it is not wired for."""
+    name = getattr(family, "name", "FLUX-Kontext")
+    shown = getattr(family, "display_name", name)
+    if options.fp8_attention and name not in FP8_ATTENTION_FAMILIES:
+        raise InputError(f"fp8_attention takes the attention of {', '.join(FP8_ATTENTION_FAMILIES)}, not {shown} "
+                         "(its attention carries a padding mask, which the kernel does not take); run without "
+                         "--fp8-attention")
+    if options.cache and name not in STEP_CACHE_FAMILIES:
+        raise InputError(f"cache is wired and tested for {', '.join(STEP_CACHE_FAMILIES)} only, not {shown}; run "
+                         "without --cache")
+    if options.fp8_attention:
+        from dataflow.serving.fp8_attention import unavailable_reason
+
+        reason = unavailable_reason(device)
+        if reason:
+            raise InputError(f"fp8_attention cannot run here: {reason}; run without --fp8-attention")
 
 
 def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
@@ -258,8 +333,12 @@ def drop_unfused_projections(transformer: Any) -> int:
 
 
 def accelerate(pipe: Any, device: str, options: Acceleration, family: Any = None) -> list[str]:
-    """The options that wrap the pipeline's models as they are: attention backend, first-block cache, compilation of
-    the transformer and of the VAE."""
+    """The options that wrap the pipeline's models as they are: attention backend, first-block cache, step cache, FP8
+    attention, compilation of the transformer and of the VAE.
+
+    FP8 attention wraps the transformer's forward after the step cache, which replaces that forward with its own
+    (cache-dit's FLUX adapter); compilation comes last, so that it traces both.
+    """
     cuda = device.startswith("cuda")
     transformer = pipe.transformer
     applied = []
@@ -276,6 +355,15 @@ def accelerate(pipe: Any, device: str, options: Acceleration, family: Any = None
 
         transformer.enable_cache(FirstBlockCacheConfig(threshold=options.first_block_cache))
         applied.append(f"first_block_cache={options.first_block_cache}")
+    if options.cache:
+        from dataflow.serving.step_cache import enable_step_cache
+
+        applied.append(enable_step_cache(transformer, options.cache))
+    if options.fp8_attention:
+        from dataflow.serving.fp8_attention import use_fp8_attention
+
+        use_fp8_attention(transformer)
+        applied.append("fp8_attention")
     plan = options.compile_plan(cuda)
     if plan is not None:
         scope = plan.pop("scope")
@@ -296,16 +384,26 @@ def accelerate(pipe: Any, device: str, options: Acceleration, family: Any = None
     return applied
 
 
-def denoiser_context(pipe: Any, options: Acceleration):
-    """The context a pipeline call runs in: diffusers' cache context when the first-block cache is on.
+@contextlib.contextmanager
+def denoiser_context(pipe: Any, options: Acceleration, family: Any = None, steps: Optional[int] = None):
+    """The context a pipeline call of ``steps`` steps runs in.
 
-    ``FluxKontextPipeline`` (diffusers 0.42) does not open a cache context around its transformer calls as
-    ``FluxPipeline`` does, and the cache refuses to run without one. Kontext makes only conditional calls, so one
-    context around the whole call is equivalent; the pipeline resets the cache's state at the end of each call.
+    With the step cache, a fresh cache-dit context laid out for ``steps`` (cache-dit would otherwise count steps
+    across calls). With the first-block cache, diffusers' cache context on the families that need one
+    (``family.needs_cache_context``): ``FluxKontextPipeline`` (diffusers 0.42) does not open one around its
+    transformer calls as ``FluxPipeline`` does, and the cache refuses to run without one. Kontext makes only
+    conditional calls, so one context around the whole call is equivalent; the pipeline resets the cache's state at
+    the end of each call.
     """
-    if options.first_block_cache is None:
-        return contextlib.nullcontext()
-    return pipe.transformer.cache_context("cond")
+    if options.cache:
+        from dataflow.serving.step_cache import refresh_step_cache
+
+        refresh_step_cache(pipe.transformer, options.cache, steps)
+    if options.first_block_cache is None or not getattr(family, "needs_cache_context", True):
+        yield
+        return
+    with pipe.transformer.cache_context("cond"):
+        yield
 
 
 def _enabled(choice: Optional[bool], cuda: bool) -> bool:

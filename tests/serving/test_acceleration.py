@@ -254,3 +254,49 @@ def test_fp8_weights_are_parameters_so_group_offload_moves_them(scaling):
     params = dict(layer.named_parameters())
     assert params["weight_fp8"].dtype == torch.float8_e4m3fn and params["weight_fp8"].shape == (48, 64)
     assert not any(p.requires_grad for p in params.values())
+
+
+def test_fp8_attention_and_the_cache_parse_and_enter_the_fingerprint_only_when_on(monkeypatch):
+    """Runs made before these options existed keep their fingerprint: the keys appear only when an option is on."""
+    import argparse
+
+    from dataflow.serving import step_cache
+    from dataflow.serving.acceleration import add_acceleration_flags
+
+    monkeypatch.setattr(step_cache, "missing_reason", lambda: None)  # what is recorded, with or without cache-dit
+    assert Acceleration().lossy() == {"fp8": False, "first_block_cache": None}
+    for separator in "-_":
+        parser = argparse.ArgumentParser()
+        add_acceleration_flags(parser, separator)
+        options = Acceleration.from_flags(parser.parse_args([f"--fp8{separator}attention", "--cache", "dbcache"]))
+        assert options.fp8_attention and options.cache == "dbcache:balanced"
+        assert options.lossy() == {"fp8": False, "first_block_cache": None, "fp8_attention": True,
+                                   "cache": "dbcache:balanced (F8B0 W4 MC3 R0.12)"}
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("dbcache:warp", "unknown dbcache preset 'warp' in 'dbcache:warp'; choose one of quality, balanced, fast, "
+                     "taylorseer, static-slow, static-medium, static-fast, static-ultra"),
+    ("teacache", "unknown cache method 'teacache' in 'teacache': the only one is dbcache"),
+    ("dbcache:static", "unknown dbcache preset 'static'"),
+])
+def test_an_unknown_cache_is_a_precise_error(spec, fragment):
+    with pytest.raises(InputError, match=fragment):
+        Acceleration(cache=spec)
+
+
+def test_the_cache_without_cache_dit_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "cache_dit" else find_spec(name, *args))
+    with pytest.raises(InputError, match=r"--cache needs cache-dit, which is not installed: pip install "
+                                         r"'dataflow-edit\[cache\]'"):
+        Acceleration(cache="dbcache:fast")
+
+
+def test_fp8_attention_needs_a_backend_that_calls_torch_attention():
+    with pytest.raises(InputError, match="attention_backend='flash' does not call"):
+        Acceleration(fp8_attention=True, attention_backend="flash")
+    assert Acceleration(fp8_attention=True, attention_backend="_native_cudnn").fp8_attention

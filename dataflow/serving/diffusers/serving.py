@@ -328,7 +328,7 @@ class DiffusersEditServing(ImageEditServing):
                 generators=[torch.Generator("cpu").manual_seed(image_seed(self.seed, request.key, k))
                             for k in range(request.num_images)],
             ))
-        context = denoiser_context(self.pipe, self.acceleration) if family.needs_cache_context else _nothing()
+        context = denoiser_context(self.pipe, self.acceleration, family, params["num_inference_steps"])
         with torch.inference_mode(), context, family.context(self.pipe, params):
             return family.call(self.pipe, rows, key, params)
 
@@ -364,9 +364,3 @@ class DiffusersEditServing(ImageEditServing):
         self.pipe = None
         self._embeddings.clear()
         self.release_memory()
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()

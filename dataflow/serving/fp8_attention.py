@@ -1,0 +1,226 @@
+"""FP8 attention with per-block scales and a smoothed K, in the manner of SageAttention2 (opt-in, lossy).
+
+The algorithm, shared by the Triton kernel (``fp8_attention_kernel``) and the plain-torch reference below:
+
+1. K is smoothed: its mean over the tokens of each head is subtracted. Every score of a query row changes by the
+   same amount, which softmax ignores, and K's large per-channel offsets (the outliers that make one FP8 scale per
+   tensor useless) are gone before quantization.
+2. Q is quantized to FP8 e4m3 with one scale per block of ``BLOCK_M`` query rows, K with one per block of
+   ``BLOCK_N`` key rows (``amax / 448``); the softmax scale and log2(e) are folded into Q's scales.
+3. Each Q block meets each K block in one FP8 product with float32 accumulation, and an online softmax in base 2
+   keeps a running row maximum and row sum.
+4. P (in [0, 1] after the running maximum is subtracted) is quantized with the fixed scale 448, V with one scale
+   per channel (over all tokens); P·V is a second FP8 product with float32 accumulation, rescaled at the end.
+
+``reference_attention`` emulates each FP8 rounding with a cast to ``torch.float8_e4m3fn`` and back, so the
+numerics can be checked on any machine; the kernel runs the same steps with FP8 tensor-core products on NVIDIA
+GPUs of compute capability 8.9 or newer (Ada, Hopper, Blackwell).
+
+``Fp8AttentionForward`` puts it into a diffusers transformer: while the transformer's forward runs, a
+``TorchFunctionMode`` sends every ``scaled_dot_product_attention`` call that the kernel can take (no mask, no
+dropout, not causal, a supported head size) to it. diffusers' native and cuDNN attention backends end in that
+call for every model family, so the attention processors stay diffusers' own; the VAE and the text encoders, run
+outside the transformer, keep exact attention.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from dataflow.logger import get_logger
+
+logger = get_logger()
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
+P_SCALE = FP8_MAX  # P lies in [0, 1]: one fixed scale maps it onto the whole FP8 range
+BLOCK_M = 128  # query rows per Q scale (and per kernel tile)
+BLOCK_N = 64  # key rows per K scale (and per kernel tile)
+LOG2E = math.log2(math.e)
+HEAD_DIMS = (64, 128)  # head sizes the kernel is built for; other sizes keep exact attention
+MIN_CAPABILITY = (8, 9)  # FP8 tensor-core products
+
+
+class QuantizedInputs(NamedTuple):
+    """Attention inputs in FP8, as both implementations take them.
+
+    ``q`` and ``k`` keep the (batch, heads, tokens, head_dim) layout; ``v_t`` is V transposed to (batch, heads,
+    head_dim, tokens), contiguous, so that the P·V product reads it along its reduction axis. ``q_scale`` (batch,
+    heads, query blocks) includes the softmax scale and log2(e); ``k_scale`` is (batch, heads, key blocks) and
+    ``v_scale`` (batch, heads, head_dim).
+    """
+
+    q: torch.Tensor
+    q_scale: torch.Tensor
+    k: torch.Tensor
+    k_scale: torch.Tensor
+    v_t: torch.Tensor
+    v_scale: torch.Tensor
+
+
+def to_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x / scale`` rounded to FP8 e4m3 (saturating at +-448)."""
+    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+
+
+def blockwise_scales(x: torch.Tensor, block: int) -> torch.Tensor:
+    """One scale per block of ``block`` tokens of each head: the block's largest magnitude over 448.
+
+    ``x`` is (batch, heads, tokens, head_dim) float32; returns (batch, heads, ceil(tokens / block)).
+    """
+    batch, heads, tokens, dim = x.shape
+    padded = F.pad(x, (0, 0, 0, -tokens % block))
+    amax = padded.abs().reshape(batch, heads, -1, block * dim).amax(dim=-1)
+    return (amax / FP8_MAX).clamp(min=1e-12)
+
+
+def per_row(scales: torch.Tensor, block: int, tokens: int) -> torch.Tensor:
+    """Block scales (batch, heads, blocks) repeated for each token: (batch, heads, tokens, 1)."""
+    return scales.repeat_interleave(block, dim=-1)[..., :tokens, None]
+
+
+def quantize_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    scale: Optional[float] = None) -> QuantizedInputs:
+    """Smooth K, then quantize Q and K per block and V per channel (see the module docstring).
+
+    ``q``, ``k``, ``v`` are (batch, heads, tokens, head_dim) in any layout; ``scale`` is the softmax scale
+    (default ``head_dim ** -0.5``).
+    """
+    softmax_scale = q.shape[-1] ** -0.5 if scale is None else scale
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    k32 = k32 - k32.mean(dim=-2, keepdim=True)
+    q_scale = blockwise_scales(q32, BLOCK_M)
+    k_scale = blockwise_scales(k32, BLOCK_N)
+    v_scale = (v32.abs().amax(dim=-2) / FP8_MAX).clamp(min=1e-12)
+    return QuantizedInputs(
+        q=to_fp8(q32, per_row(q_scale, BLOCK_M, q.shape[-2])),
+        q_scale=q_scale * (softmax_scale * LOG2E),
+        k=to_fp8(k32, per_row(k_scale, BLOCK_N, k.shape[-2])),
+        k_scale=k_scale,
+        v_t=to_fp8(v32, v_scale[..., None, :]).transpose(-1, -2).contiguous(),
+        v_scale=v_scale,
+    )
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        scale: Optional[float] = None) -> torch.Tensor:
+    """The kernel's algorithm in plain torch, FP8 roundings emulated: what the kernel must compute, on any device.
+
+    Key blocks are visited in order with an online softmax, as the kernel does, so that P is quantized against the
+    same running maximum. Returns (batch, heads, tokens, head_dim) in ``q``'s dtype.
+    """
+    inputs = quantize_inputs(q, k, v, scale)
+    tokens, keys = q.shape[-2], k.shape[-2]
+    q_fp8, q_scale = inputs.q.float(), per_row(inputs.q_scale, BLOCK_M, tokens)
+    v_fp8 = inputs.v_t.transpose(-1, -2).float()
+    row_max = torch.full(q.shape[:-1], -math.inf, device=q.device)
+    row_sum = torch.zeros(q.shape[:-1], device=q.device)
+    acc = torch.zeros(*q.shape[:-1], v.shape[-1], device=q.device)
+    for index, start in enumerate(range(0, keys, BLOCK_N)):
+        k_block = inputs.k[..., start:start + BLOCK_N, :].float()
+        scores = (q_fp8 @ k_block.transpose(-1, -2)) * (q_scale * inputs.k_scale[..., index, None, None])
+        new_max = torch.maximum(row_max, scores.amax(dim=-1))
+        alpha = torch.exp2(row_max - new_max)
+        p = torch.exp2(scores - new_max[..., None])
+        row_sum = row_sum * alpha + p.sum(dim=-1)
+        p_fp8 = (p * P_SCALE).to(FP8).float()
+        acc = acc * alpha[..., None] + p_fp8 @ v_fp8[..., start:start + BLOCK_N, :]
+        row_max = new_max
+    out = acc * inputs.v_scale[..., None, :] / (row_sum[..., None] * P_SCALE)
+    return out.to(q.dtype)
+
+
+def unavailable_reason(device: Any) -> Optional[str]:
+    """Why the FP8 attention kernel cannot run on ``device``, or None when it can."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available() or torch.version.hip is not None:
+        return f"it needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9+), not {device}"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < MIN_CAPABILITY:
+        return (f"{torch.cuda.get_device_name(device)} has compute capability {capability[0]}.{capability[1]}; "
+                "FP8 tensor cores need 8.9 or newer (L4, L40, H100, H200, B200)")
+    try:
+        import triton  # noqa: F401  (CUDA builds of torch ship it)
+    except ImportError:
+        return "its kernel is written in Triton, which is not installed (pip install triton)"
+    return None
+
+
+def kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+    """The Triton kernel on ``quantize_inputs``' output (imported on first use: Triton is optional)."""
+    from dataflow.serving.fp8_attention_kernel import attention_from_fp8
+
+    return attention_from_fp8(*quantize_inputs(q, k, v, scale), out_dtype=q.dtype)
+
+
+IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {"triton": kernel_attention, "reference": reference_attention}
+
+
+def sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False) -> dict:
+    """``scaled_dot_product_attention``'s arguments by name, however they were passed."""
+    return dict(query=query, key=key, value=value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                scale=scale, enable_gqa=enable_gqa)
+
+
+def takes(arguments: dict) -> bool:
+    """Whether an SDPA call is one the FP8 kernel computes: plain attention over same-shaped 4-D inputs."""
+    q, k, v = arguments["query"], arguments["key"], arguments["value"]
+    return (arguments["attn_mask"] is None and not arguments["dropout_p"] and not arguments["is_causal"]
+            and q.dim() == 4 and k.shape == v.shape and q.shape[:2] == k.shape[:2] and q.shape[-1] == k.shape[-1]
+            and q.shape[-1] in HEAD_DIMS and q.dtype in (torch.bfloat16, torch.float16))
+
+
+class Fp8AttentionMode(TorchFunctionMode):
+    """While active, ``scaled_dot_product_attention`` calls the kernel can take go to ``attention``."""
+
+    def __init__(self, attention: Callable[..., torch.Tensor], accepts: Callable[[dict], bool] = takes):
+        super().__init__()
+        self.attention = attention
+        self.accepts = accepts
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            arguments = sdpa_arguments(*args, **kwargs)
+            if self.accepts(arguments):
+                return self.attention(arguments["query"], arguments["key"], arguments["value"], arguments["scale"])
+        name = getattr(func, "__name__", None)
+        if name and args and isinstance(args[0], torch.Tensor) and getattr(torch.Tensor, name, None) is func:
+            # A tensor method: called as one, so that torch.compile traces it as it does without a mode (some are
+            # written in Python around ``super()``, which it cannot trace when called as a plain function).
+            return getattr(args[0], name)(*args[1:], **kwargs)
+        return func(*args, **kwargs)
+
+
+class Fp8AttentionForward:
+    """A transformer's forward run with FP8 attention.
+
+    Args:
+        forward: the transformer's forward, as it was.
+        implementation: "triton" (the kernel; CUDA, FP8 GPUs) or "reference" (the plain-torch emulation, any
+            device: slow, for checks).
+        accepts: which SDPA calls to take (by their arguments); the others stay exact.
+    """
+
+    def __init__(self, forward: Callable, implementation: str = "triton", accepts: Callable[[dict], bool] = takes):
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, got {implementation!r}")
+        self.forward = forward
+        self.implementation = implementation
+        self.accepts = accepts
+
+    def __call__(self, *args, **kwargs):
+        with Fp8AttentionMode(IMPLEMENTATIONS[self.implementation], self.accepts):
+            return self.forward(*args, **kwargs)
+
+
+def use_fp8_attention(transformer: Any, implementation: str = "triton",
+                      accepts: Callable[[dict], bool] = takes) -> None:
+    """Run ``transformer``'s attention in FP8 from now on (its forward is replaced on the instance)."""
+    transformer.forward = Fp8AttentionForward(transformer.forward, implementation, accepts)
