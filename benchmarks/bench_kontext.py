@@ -7,7 +7,8 @@ The pipeline is built at the real shape with random weights (a step costs the sa
 nothing is downloaded. The text encoders are skipped: every run passes the same prompt embeddings. The baseline is
 ``FluxKontextPipeline`` called as DataFlow-MM calls it; each mode then runs ``FluxKontextServing`` on a freshly
 built pipeline with the same weights seed, input image and latent noise. On a GPU it also times a few kernels alone
-(``kernel_checks``: the GELU epilogue, attention per backend and layout). Prints one JSON line; ``--out`` also
+(``kernel_checks``: the GELU epilogue, attention per backend and layout, FP8 attention against bf16 SDPA). Prints
+one JSON line; ``--out`` also
 writes it (with the command) to a file, e.g. ``benchmarks/results/<device>-<date>.json``.
 
 Compare at 1024x1024: there both snap the reference image to the same preferred Kontext resolution. At other sizes
@@ -79,9 +80,18 @@ MODES = {
     "fp8+fused": dict(fp8=True, fuse_gelu=True, split_proj_out=True, compile_vae=True),
     "lossless+tune_kernels": dict(tune_kernels=True),  # ~200 s to compile on an H200: last
     "fp8+tune_kernels": dict(fp8=True, tune_kernels=True),
+    # Issue 19: FP8 attention (per-block scales, smoothed K) and cache-dit's DBCache. Random weights never reach a
+    # cache threshold, so the cache modes use a fixed schedule (13 of 28 steps cached: cache-dit's "medium" mask);
+    # "cache" runs the default threshold preset, which measures only its overhead here.
+    "fp8_attention": dict(fp8_attention=True),
+    "fp8+fp8_attention": dict(fp8=True, fp8_attention=True),
+    "cache_static": dict(cache="dbcache:static-medium"),
+    "fp8+cache_static": dict(fp8=True, cache="dbcache:static-medium"),
+    "fp8+fp8_attention+cache_static": dict(fp8=True, fp8_attention=True, cache="dbcache:static-medium"),
+    "cache": dict(cache="dbcache"),
 }
-# Modes whose transformer runs under hooks (offloading, the cache): no separate step timing or profile.
-HOOKED = ("offload", "first_block_cache")
+# Modes whose transformer runs under hooks (offloading, the caches): no separate step timing or profile.
+HOOKED = ("offload", "first_block_cache", "cache")
 PROMPT = "Change the vase to red."
 
 
@@ -316,7 +326,47 @@ def attention_layout_check(device: str, dtype: torch.dtype, tokens: int = 8704, 
     return result
 
 
-KERNEL_CHECKS = {"fused_gelu": fused_gelu_check, "attention_layouts": attention_layout_check}
+def fp8_attention_check(device: str, dtype: torch.dtype, tokens: int = 8704, heads: int = 24, head_dim: int = 128,
+                        repeats: int = 10) -> dict:
+    """FP8 attention at FLUX's shape and layout: its relative L2 from bf16 SDPA, and the reference emulation's
+    (the kernel must equal it up to float32 rounding); an unscaled FP8 cast's, for comparison; the same with
+    per-channel outliers added to K (what smoothing is for); milliseconds of the kernel (quantization included) and
+    of cuDNN SDPA."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    from dataflow.serving.fp8_attention import kernel_attention, reference_attention, unavailable_reason
+
+    reason = unavailable_reason(device)
+    if reason:
+        return {"skipped": reason}
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, tokens, heads, head_dim, device=device, dtype=dtype).transpose(1, 2) for _ in range(3))
+    outliers = k + 8 * torch.randn(1, heads, 1, head_dim, device=device, dtype=dtype)
+    sync = synchronizer(True)
+
+    def unscaled(q, k, v):
+        return sdpa(*(t.to(torch.float8_e4m3fn).to(dtype) for t in (q, k, v)))
+
+    result: dict = {}
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        for name, keys in (("", k), ("k_outliers_", outliers)):
+            exact = sdpa(q, keys, v)
+            kernel = kernel_attention(q, keys, v)
+            reference = reference_attention(q, keys, v)
+            result[f"{name}kernel_rel_l2_vs_sdpa"] = round(relative_l2(kernel, exact), 5)
+            result[f"{name}reference_rel_l2_vs_sdpa"] = round(relative_l2(reference, exact), 5)
+            result[f"{name}kernel_rel_l2_vs_reference"] = round(relative_l2(kernel, reference), 6)
+            result[f"{name}unscaled_cast_rel_l2_vs_sdpa"] = round(relative_l2(unscaled(q, keys, v), exact), 5)
+        flop = 4 * tokens * tokens * head_dim * heads
+        for name, call in (("fp8_kernel", lambda: kernel_attention(q, k, v)), ("cudnn_sdpa", lambda: sdpa(q, k, v))):
+            result[f"{name}_ms"] = ms = milliseconds(call, sync, repeats, warmups=3)
+            result[f"{name}_tflops"] = round(flop / ms / 1e9, 1)
+    return result
+
+
+KERNEL_CHECKS = {"fused_gelu": fused_gelu_check, "attention_layouts": attention_layout_check,
+                 "fp8_attention": fp8_attention_check}
 
 
 def relative_l2(a, b) -> float:
@@ -395,6 +445,12 @@ class Bench:
         options = dict(MODES[name])
         if options.get("offload") and not self.cuda:
             return {"skipped": "offloading needs a CUDA device"}
+        if options.get("fp8_attention"):
+            from dataflow.serving.fp8_attention import unavailable_reason
+
+            reason = unavailable_reason(self.device)
+            if reason:
+                return {"skipped": f"fp8_attention: {reason}"}
         if self.args.tiny and self.args.compile:
             options["compile"] = True
         pipe = self.fresh()
@@ -412,6 +468,10 @@ class Bench:
                 "peak_mem_gib": self.peak(),
                 "max_abs_diff_vs_baseline": round(max_abs_diff(images, self.baseline_images), 4),
             }
+            if options.get("cache"):
+                from dataflow.serving.step_cache import cached_steps
+
+                result["cached_steps"] = len(cached_steps(serving.pipe.transformer))  # in the last timed call
             if not any(options.get(key) for key in HOOKED):
                 result.update(self.step_metrics(serving.pipe.transformer, name))
             return result

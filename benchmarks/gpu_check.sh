@@ -4,11 +4,15 @@
 # kernel tables of the profiled modes (profiles.tar.gz) in $OUT. The JSON is rewritten after every mode, so a run
 # cut short keeps what it measured.
 #
-# Here, before the call (the GPU image has torch 2.11, transformers, accelerate, but not diffusers):
-#   echo /.whl/ >> .git/info/exclude
+# Here, before the call (the GPU image has torch 2.11 with its Triton, transformers, accelerate, but neither
+# diffusers nor cache-dit; /.whl/ is in .gitignore):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+#       --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata cache-dit==1.5.3
 # then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
+#
+# Issue 19 (FP8 attention, cache-dit's step cache; not run on a GPU yet, 5-6 minutes estimated from earlier modes):
+#   bash benchmarks/gpu_check.sh --modes lossless,fp8,fp8_attention,fp8+fp8_attention,cache_static,fp8+cache_static,fp8+fp8_attention+cache_static
+# The cache modes use a fixed schedule (13 of 28 steps cached): random weights never reach a cache threshold.
 #
 # The default modes: the defaults (lossless, fp8) first, so that a run cut short still holds both targets of issue
 # 5, then every lossless option (+all: CUDA graphs and the VAE compile), FP8 with the VAE compile, FP8 with group
