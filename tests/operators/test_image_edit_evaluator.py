@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from dataflow.core.errors import InputError
@@ -23,8 +24,7 @@ class MeanMetric(Metric):
     def score(self, items):
         self.seen += [item.key for item in items]
         return [ScoreResult(error="cannot read the judge's answer") if "bad" in item.instruction else
-                ScoreResult(values={"mean": sum(item.edited.convert("L").getdata()) / (item.edited.width *
-                                                                                      item.edited.height),
+                ScoreResult(values={"mean": float(np.asarray(item.edited.convert("L"), dtype=np.float64).mean()),
                                     "sources": len(item.sources), "words": len(item.instruction.split())})
                 for item in items]
 
