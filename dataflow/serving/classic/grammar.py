@@ -37,7 +37,7 @@ from dataflow.serving.classic.operations import (
 )
 
 # Bump whenever a phrase is read differently or an operation's pixels change: it is part of the fingerprint.
-GRAMMAR_VERSION = "1"
+GRAMMAR_VERSION = "2"  # 2: words in another script fail the row instead of being dropped
 
 GENERATIVE_HINT = "use a generative backend (--backend flux-kontext)"
 
@@ -93,6 +93,9 @@ def parse(instruction: str) -> list[Operation]:
     """The operations ``instruction`` asks for, in order; a ``RowError`` names the first clause it cannot do."""
     if not isinstance(instruction, str) or not instruction.strip():
         raise RowError("the instruction is empty")
+    unreadable = _unreadable_words(instruction)
+    if unreadable:
+        raise RowError(_unreadable_message(instruction, unreadable))
     text = normalize(instruction)
     clauses = [clause for clause in _CLAUSE_BREAK.split(text) if clause]
     operations: list[Operation] = []
@@ -112,13 +115,22 @@ def parse(instruction: str) -> list[Operation]:
 
 
 def _no_edit_message(instruction: str) -> str:
-    """Why an instruction gave no operation: words the grammar cannot read (another language, another script),
-    or English words that ask for nothing ("please.")."""
-    if any(char.isalnum() and not char.isascii() for char in instruction):
-        return (f"the classic backend cannot read {instruction!r}: it understands the English phrases of its "
-                f"grammar, such as 'convert to grayscale' or 'rotate 90 degrees clockwise'; for other languages "
-                f"and edits, use a generative backend (--backend flux-kontext, or --backend api)")
+    """Why an instruction of English words gave no operation: they ask for nothing ("please.")."""
     return f"the instruction {instruction!r} does not ask for any edit"
+
+
+def _unreadable_words(instruction: str) -> list[str]:
+    """The words holding letters or digits outside ASCII (another language or script), which normalizing would
+    drop: the grammar cannot read them, so the whole instruction is refused rather than done in part."""
+    return [word for word in re.findall(r"\w+", instruction) if any(not char.isascii() for char in word)]
+
+
+def _unreadable_message(instruction: str, words: list[str]) -> str:
+    cannot = (f"the classic backend cannot read {instruction!r}" if len(words) == len(re.findall(r"\w+", instruction))
+              else f"the classic backend cannot read {', '.join(map(repr, words[:5]))} in {instruction!r}")
+    return (f"{cannot}: it understands the English phrases of its grammar, such as 'convert to grayscale' or "
+            "'rotate 90 degrees clockwise'; for other languages and edits, use a generative backend "
+            "(--backend flux-kontext, or --backend api)")
 
 
 def normalize(instruction: str) -> str:

@@ -151,6 +151,25 @@ def test_one_unknown_clause_fails_the_whole_instruction_and_is_named():
         parse("Make it brighter, add a hat and flip horizontally")
 
 
+@pytest.mark.parametrize("instruction, named", [
+    ("make it brighter 并且很多", "'并且很多' in 'make it brighter 并且很多'"),
+    ("rotate 90 degrees, puis le rendre plus clair", None),  # plain ASCII: an unknown clause, named as such
+    ("flip horizontally and make it más brillante", "'más' in"),
+    ("把图片变成黑白", "cannot read '把图片变成黑白'"),
+])
+def test_words_in_another_script_fail_the_whole_instruction_instead_of_being_dropped(instruction, named):
+    with pytest.raises(RowError) as caught:
+        parse(instruction)
+    if named is None:
+        assert "not a global edit" in str(caught.value)
+    else:
+        assert named in str(caught.value) and "--backend flux-kontext, or --backend api" in str(caught.value)
+
+
+def test_ascii_signs_around_the_words_are_still_read():
+    assert parse("Rotate 90° clockwise") == parse("rotate 90 degrees clockwise")
+
+
 @pytest.mark.parametrize("instruction, message", [
     ("flip", "flip takes a direction"),
     ("flip along the vertical axis", "flip takes a direction"),
