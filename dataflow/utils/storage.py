@@ -286,6 +286,8 @@ def _jsonable(value: Any) -> Any:
         return _jsonable(value.tolist())
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):  # binary nested where no reference can point at it
+        return f"<binary: {len(value)} bytes, not copied>"
     return value
 
 

@@ -51,6 +51,19 @@ def test_a_list_of_images_a_file_kept_by_path_and_other_columns_come_through(tmp
     assert more[1] == str(picture)
 
 
+def test_binary_nested_in_another_column_does_not_stop_the_output_from_being_written(tmp_path):
+    import pyarrow as pa
+
+    from dataflow.utils.storage import dumps_row
+
+    pq.write_table(pa.table({"image": [{"bytes": samples(1)[0]["bytes"], "path": None}],
+                             "meta": [{"thumb": b"\x89PNG...", "note": "x"}]}), str(tmp_path / "t.parquet"))
+    [row] = list(RowStream(str(tmp_path / "t.parquet")))
+    assert parse_reference(row["image"]) is not None
+    assert row["meta"] == {"thumb": "<binary: 7 bytes, not copied>", "note": "x"}
+    assert "not copied" in dumps_row(row)
+
+
 def test_identity_follows_the_image_content_not_its_place_in_the_shards(tmp_path):
     write_parquet_shards(tmp_path / "a", 6, shards=1)
     write_parquet_shards(tmp_path / "b", 6, shards=3)  # the same rows, resharded
