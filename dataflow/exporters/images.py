@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dataflow.core.errors import RowError
-from dataflow.io.sources import parse_reference, read_source_bytes
+from dataflow.io.sources import embedded_ref, read_source_bytes
 
 IMAGE_FORMATS = ("png", "jpeg")
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
@@ -55,8 +55,8 @@ def encode_file(path: str, fmt: str = "png", keep_bytes: bool = False) -> Encode
         keep_bytes: store the file's bytes as they are, in whatever format the file is.
     """
     data = read_source_bytes(path)
-    ref = parse_reference(path)
-    base = ref.name if ref is not None and not os.path.isfile(path) else os.path.basename(path)
+    ref = embedded_ref(path)
+    base = ref.name if ref is not None else os.path.basename(path)
     stem = os.path.splitext(base)[0] if "." in base else base
     found = sniff(data)
     if found == fmt or (keep_bytes and found):

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dataflow.core.errors import RowError
 from dataflow.io.atomic import atomic_write_bytes
-from dataflow.io.sources import parse_reference, read_source_bytes
+from dataflow.io.sources import embedded_ref, read_embedded
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -109,8 +109,9 @@ def _open_file(path: str) -> BinaryIO:
     """
     if not isinstance(path, str) or not path:
         raise RowError(f"image path must be a non-empty string, got {path!r}")
-    if parse_reference(path) is not None and not os.path.isfile(path):
-        data = read_source_bytes(path)
+    ref = embedded_ref(path)
+    if ref is not None:
+        data = read_embedded(ref)
         if not data:
             raise RowError(f"image is empty: {path}")
         return io.BytesIO(data)

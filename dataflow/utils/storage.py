@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
 from dataflow.io.sources import input_folder, open_dataset
+from dataflow.io.sources.parquet import pyarrow_parquet
 from dataflow.logger import get_logger
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -205,7 +206,7 @@ def write_records(path: str, records: Iterable[dict], fmt: str) -> int:
             with atomic_open(path) as handle:
                 frame.to_csv(handle, index=False)
         else:
-            _require_pyarrow()
+            pyarrow_parquet()  # says which extra to install when pyarrow is missing
             with atomic_open(path, "wb") as handle:
                 frame.to_parquet(handle)
     return len(records)
@@ -298,11 +299,3 @@ def format_of(path: str) -> str:
         raise InputError(f"{path}: unsupported input format {ext!r}; use one of {', '.join(FORMATS)}, a "
                          "datasets.save_to_disk folder, a folder of parquet shards, or WebDataset .tar shards")
     return ext
-
-
-def _require_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise InputError("parquet files need pyarrow: pip install 'dataflow-edit[parquet]'") from None
-

@@ -13,10 +13,10 @@ from typing import Iterator, Optional
 
 from dataflow.core.errors import InputError, RowError
 from dataflow.io.sources import arrow, parquet, webdataset
-from dataflow.io.sources.reference import SourceRef, content_id, is_reference, parse_reference
+from dataflow.io.sources.reference import SourceRef, content_id, parse_reference
 
-__all__ = ["DatasetInput", "SourceRef", "content_id", "dataset_kind", "input_folder", "is_reference",
-           "open_dataset", "parse_reference", "read_source_bytes", "source_exists"]
+__all__ = ["DatasetInput", "SourceRef", "content_id", "dataset_kind", "embedded_ref", "input_folder",
+           "open_dataset", "parse_reference", "read_embedded", "read_source_bytes", "source_exists"]
 
 _READERS = {"parquet": parquet, "arrow": arrow, "webdataset": webdataset}
 _BY_CONTAINER = {"parquet": parquet, "arrow": arrow, "tar": webdataset}
@@ -90,27 +90,38 @@ def open_dataset(path: str) -> Optional[DatasetInput]:
     return DatasetInput(path, kind, files)
 
 
-def read_source_bytes(path: str) -> bytes:
-    """The bytes of a source image: a reference's embedded image, or a plain file's contents."""
+def embedded_ref(path: str) -> Optional[SourceRef]:
+    """The reference ``path`` spells, unless it is not one or a file of that very name exists (then it is a path)."""
     ref = parse_reference(path)
-    if ref is None or os.path.isfile(path):
-        try:
-            with open(path, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            raise RowError(f"image not found: {path}") from None
-        except OSError as exc:
-            raise RowError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return ref if ref is not None and not os.path.isfile(path) else None
+
+
+def read_embedded(ref: SourceRef) -> bytes:
+    """The bytes of the image ``ref`` points at in its shard; ``RowError`` saying why they cannot be read."""
     try:
         return _BY_CONTAINER[ref.kind].read_image(ref)
     except InputError as exc:
         raise RowError(f"{ref}: {exc}") from None
 
 
+def read_source_bytes(path: str) -> bytes:
+    """The bytes of a source image: a reference's embedded image, or a plain file's contents."""
+    ref = embedded_ref(path)
+    if ref is not None:
+        return read_embedded(ref)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise RowError(f"image not found: {path}") from None
+    except OSError as exc:
+        raise RowError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
 def source_exists(path: str) -> bool:
     """True when ``path`` is a file, or a reference whose shard is a file (the row itself is checked on read)."""
-    ref = parse_reference(path)
-    return os.path.isfile(path) or (ref is not None and os.path.isfile(ref.container))
+    ref = embedded_ref(path)
+    return os.path.isfile(ref.container) if ref is not None else os.path.isfile(path)
 
 
 def _folder_kind(folder: str) -> str:

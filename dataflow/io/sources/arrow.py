@@ -12,8 +12,8 @@ from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
 from dataflow.io.sources.cache import LoadOnceCache
-from dataflow.io.sources.cells import holds_images, image_bytes, referenced
-from dataflow.io.sources.reference import SourceRef
+from dataflow.io.sources.cells import image_bytes, referenced_row
+from dataflow.io.sources.reference import SourceRef, shard_version
 
 STATE = "state.json"
 DATASET_DICT = "dataset_dict.json"
@@ -39,8 +39,7 @@ def iter_rows(path: str, name: str) -> Iterator[dict]:
     offset = 0
     for batch in _table(path).to_batches():
         for i, row in enumerate(batch.to_pylist()):
-            yield {column: referenced(value, SourceRef(name, row=offset + i, column=column))
-                   if holds_images(value) else value for column, value in row.items()}
+            yield referenced_row(row, name, offset + i)
         offset += batch.num_rows
 
 
@@ -50,24 +49,12 @@ def count_rows(path: str) -> int:
 
 def read_image(ref: SourceRef) -> bytes:
     """The bytes of the image ``ref`` points at in an Arrow file (``ref.container`` is the file's path)."""
-    try:
-        version = _version(ref.container)
-    except InputError as exc:
-        raise RowError(f"{ref}: {exc}") from None
-    table = _TABLES.get((ref.container, version), lambda: _table(ref.container))
+    table = _TABLES.get((ref.container, shard_version(ref)), lambda: _table(ref.container))
     if ref.column not in table.column_names:
         raise RowError(f"{ref}: the file has no column {ref.column!r}")
     if ref.row is None or ref.row >= table.num_rows:
         raise RowError(f"{ref}: the file has {table.num_rows} rows, no row {ref.row}")
     return image_bytes(table.column(ref.column)[ref.row].as_py(), ref)
-
-
-def _version(path: str) -> tuple:
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise InputError(f"cannot open {path}: {exc.strerror or exc}") from None
-    return info.st_mtime_ns, info.st_size
 
 
 def _table(path: str):

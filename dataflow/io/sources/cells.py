@@ -37,6 +37,12 @@ def holds_images(value: Any) -> bool:
             and all(v is None or _is_image_value(v) for v in value))
 
 
+def referenced_row(row: dict, name: str, index: int) -> dict:
+    """Row ``index`` of the shard ``name`` with each image cell replaced by its reference."""
+    return {column: referenced(value, SourceRef(name, row=index, column=column)) if holds_images(value) else value
+            for column, value in row.items()}
+
+
 def referenced(value: Any, ref: SourceRef) -> Any:
     """The cell with each embedded image replaced by its reference (``ref`` plus item and digest)."""
     if isinstance(value, list):

@@ -9,13 +9,12 @@ of a batch (neighbours in the shard) cost one read.
 from __future__ import annotations
 
 import bisect
-import os
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
 from dataflow.io.sources.cache import LoadOnceCache
-from dataflow.io.sources.cells import holds_images, image_bytes, referenced
-from dataflow.io.sources.reference import SourceRef
+from dataflow.io.sources.cells import image_bytes, referenced_row
+from dataflow.io.sources.reference import SourceRef, shard_version
 
 CACHED_COLUMNS = 4  # row-group columns kept for reads by reference (a group of 100 images is ~100 MB)
 _STARTS = LoadOnceCache(size=64)
@@ -38,8 +37,7 @@ def iter_rows(path: str, name: str) -> Iterator[dict]:
     for group in range(shard.num_row_groups):
         rows = shard.read_row_group(group).to_pylist()
         for i, row in enumerate(rows):
-            yield {column: referenced(value, SourceRef(name, row=offset + i, column=column))
-                   if holds_images(value) else value for column, value in row.items()}
+            yield referenced_row(row, name, offset + i)
         offset += len(rows)
 
 
@@ -49,7 +47,7 @@ def count_rows(path: str) -> int:
 
 def read_image(ref: SourceRef) -> bytes:
     """The bytes of the image ``ref`` points at in a parquet shard (``ref.container`` is the file's path)."""
-    stat = _stat(ref)
+    stat = shard_version(ref)
     starts = _STARTS.get((ref.container, stat), lambda: _group_starts(ref.container))
     if ref.row is None or ref.row >= starts[-1]:
         raise RowError(f"{ref}: the shard has {starts[-1]} rows, no row {ref.row}")
@@ -66,14 +64,6 @@ def _open(path: str):
         return pyarrow_parquet().ParquetFile(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"{path}: not a readable parquet file: {exc}") from None
-
-
-def _stat(ref: SourceRef) -> tuple:
-    try:
-        info = os.stat(ref.container)
-    except OSError as exc:
-        raise RowError(f"{ref}: cannot open its shard {ref.container}: {exc.strerror or exc}") from None
-    return info.st_mtime_ns, info.st_size
 
 
 def _group_starts(path: str) -> list:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qs, quote, urlencode
 
+from dataflow.core.errors import RowError
+
 CONTAINERS = (".parquet", ".arrow", ".tar")
 _FIELDS = ("row", "column", "item", "member", "sha256")
 
@@ -44,9 +46,6 @@ class SourceRef:
     def __str__(self) -> str:
         fields = {name: getattr(self, name) for name in _FIELDS if getattr(self, name) is not None}
         return f"{self.container}#{urlencode(fields, quote_via=quote, safe='')}"
-
-    def with_container(self, container: str) -> "SourceRef":
-        return SourceRef(container, self.row, self.column, self.item, self.member, self.sha256)
 
     @property
     def name(self) -> str:
@@ -79,8 +78,14 @@ def parse_reference(text: object) -> Optional[SourceRef]:
     return ref if located else None
 
 
-def is_reference(text: object) -> bool:
-    return parse_reference(text) is not None
+def shard_version(ref: SourceRef) -> tuple:
+    """(mtime, size) of the reference's shard, which keys the caches of what was read from it; ``RowError`` when
+    the shard cannot be opened."""
+    try:
+        info = os.stat(ref.container)
+    except OSError as exc:
+        raise RowError(f"{ref}: cannot open its shard {ref.container}: {exc.strerror or exc}") from None
+    return info.st_mtime_ns, info.st_size
 
 
 def content_id(ref_or_text: object) -> Optional[str]:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
 from dataflow.io.sources.cache import LoadOnceCache
-from dataflow.io.sources.reference import SourceRef
+from dataflow.io.sources.reference import SourceRef, shard_version
 
 KEY_FIELD = "__key__"
 TEXT_EXTENSIONS = ("txt", "text", "caption", "instruction", "prompt")
@@ -81,12 +81,7 @@ def count_rows(path: str) -> int:
 
 def read_image(ref: SourceRef) -> bytes:
     """The bytes of the member ``ref`` names (``ref.container`` is the tar's path)."""
-    try:
-        info = os.stat(ref.container)
-    except OSError as exc:
-        raise RowError(f"{ref}: cannot open its shard {ref.container}: {exc.strerror or exc}") from None
-    version = (info.st_mtime_ns, info.st_size)
-    place = _INDEXES.get((ref.container, version), lambda: _index(ref.container)).get(ref.member)
+    place = _INDEXES.get((ref.container, shard_version(ref)), lambda: _index(ref.container)).get(ref.member)
     if place is None:
         raise RowError(f"{ref}: the shard has no member {ref.member!r}")
     offset, size = place
