@@ -98,12 +98,21 @@ def make_input(folder: str, rows: int, kind: str = "jsonl") -> str:
     return path
 
 
+def png_bytes(folder: str) -> list[bytes]:
+    """The bytes of the ``IMAGES`` PNGs ``make_input`` wrote, to embed in dataset shards."""
+    images = []
+    for i in range(IMAGES):
+        with open(os.path.join(folder, f"img{i}.png"), "rb") as handle:
+            images.append(handle.read())
+    return images
+
+
 def make_parquet(folder: str, rows: int) -> str:
     """Parquet shards of ``PARQUET_SHARD`` rows: an embedded-image struct column and a text column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    images = [open(os.path.join(folder, f"img{i}.png"), "rb").read() for i in range(IMAGES)]
+    images = png_bytes(folder)
     shards = os.path.join(folder, "shards")
     os.makedirs(shards)
     for start in range(0, rows, PARQUET_SHARD):
@@ -121,7 +130,7 @@ def make_webdataset(folder: str, rows: int) -> str:
     import io
     import tarfile
 
-    images = [open(os.path.join(folder, f"img{i}.png"), "rb").read() for i in range(IMAGES)]
+    images = png_bytes(folder)
     shards = os.path.join(folder, "wds")
     os.makedirs(shards)
     count = (rows + TAR_SHARD - 1) // TAR_SHARD
