@@ -34,14 +34,18 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import diffusers  # noqa: E402
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline  # noqa: E402
-from diffusers import FluxTransformer2DModel  # noqa: E402
+from diffusers import (  # noqa: E402
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxKontextPipeline,
+    FluxTransformer2DModel,  # noqa: E402
+)
 from PIL import Image  # noqa: E402
 
 from dataflow.core.request import EditRequest  # noqa: E402
 from dataflow.core.seeding import image_seed  # noqa: E402
-from dataflow.serving.acceleration import Acceleration  # noqa: E402
-from dataflow.serving.flux_kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.speed.options import Acceleration  # noqa: E402
 
 # FLUX.1-Kontext-dev's shapes, from its published configs.
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
@@ -280,7 +284,7 @@ def fused_gelu_check(device: str, dtype: torch.dtype, tokens: int = 8704, dim: i
     GELU (which one the library computes), and milliseconds per call of each (plain eager calls)."""
     from torch.nn.functional import gelu, linear
 
-    from dataflow.serving.fused_gelu import LinearGelu
+    from dataflow.serving.diffusers.speed.fused_gelu import LinearGelu
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(dim, hidden, device=device, dtype=dtype)
@@ -335,7 +339,11 @@ def fp8_attention_check(device: str, dtype: torch.dtype, tokens: int = 8704, hea
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
-    from dataflow.serving.fp8_attention import kernel_attention, reference_attention, unavailable_reason
+    from dataflow.serving.diffusers.speed.fp8_attention import (
+        kernel_attention,
+        reference_attention,
+        unavailable_reason,
+    )
 
     reason = unavailable_reason(device)
     if reason:
@@ -446,7 +454,9 @@ class Bench:
         if options.get("offload") and not self.cuda:
             return {"skipped": "offloading needs a CUDA device"}
         if options.get("fp8_attention"):
-            from dataflow.serving.fp8_attention import unavailable_reason
+            from dataflow.serving.diffusers.speed.fp8_attention import (
+                unavailable_reason,
+            )
 
             reason = unavailable_reason(self.device)
             if reason:
@@ -469,7 +479,7 @@ class Bench:
                 "max_abs_diff_vs_baseline": round(max_abs_diff(images, self.baseline_images), 4),
             }
             if options.get("cache"):
-                from dataflow.serving.step_cache import cached_steps
+                from dataflow.serving.diffusers.speed.step_cache import cached_steps
 
                 result["cached_steps"] = len(cached_steps(serving.pipe.transformer))  # in the last timed call
             if not any(options.get(key) for key in HOOKED):

@@ -31,10 +31,18 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_kontext import POOLED_DIM, TEXT_DIM, TEXT_TOKENS, TRANSFORMER, failure, relative_l2, write  # noqa: E402
+from bench_kontext import (  # noqa: E402
+    POOLED_DIM,
+    TEXT_DIM,
+    TEXT_TOKENS,
+    TRANSFORMER,
+    failure,
+    relative_l2,
+    write,
+)
 from diffusers import FluxTransformer2DModel  # noqa: E402
 
-from dataflow.serving.graphed_forward import GraphedForward  # noqa: E402
+from dataflow.serving.diffusers.speed.graphed_forward import GraphedForward  # noqa: E402
 
 
 def sm_clock_mhz() -> int:

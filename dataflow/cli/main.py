@@ -20,7 +20,12 @@ from typing import Optional, Sequence
 
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
 from dataflow.cli.export import add_export_parser, command_export
-from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
+from dataflow.cli.scoring import (
+    add_filter_parser,
+    add_score_parser,
+    command_filter,
+    command_score,
+)
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import add_engine_flags, engine_from_flags
@@ -29,8 +34,11 @@ from dataflow.io.atomic import ensure_writable_folder
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.reports.gallery import build_gallery_from_manifest
-from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.serving.api.flags import add_api_flags
+from dataflow.serving.diffusers.speed.options import (
+    Acceleration,
+    add_acceleration_flags,
+)
 from dataflow.utils.manifest import write_manifest as write_manifest_file
 from dataflow.utils.storage import FileStorage, RowStream
 
@@ -89,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServing:
     """The backend the flags ask for, built with the clean core's names."""
     if args.backend == "classic":
-        from dataflow.serving.classic_edit_serving import ClassicEditServing
+        from dataflow.serving.classic.serving import ClassicEditServing
 
         return ClassicEditServing(image_io=image_io, batch_size=args.batch_size)
     if args.backend == "api":

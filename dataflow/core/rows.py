@@ -19,7 +19,7 @@ import os
 from typing import Any, Mapping
 
 from dataflow.core.errors import RowError
-from dataflow.io.sources.reference import content_id
+from dataflow.core.reference import content_id
 
 _USER_ROLES = {"user", "human"}
 ID_FIELDS = ("id", "__key__")

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from dataflow.core.errors import InputError
-from dataflow.serving.acceleration import Acceleration
+from dataflow.serving.diffusers.kontext_serving import DEFAULT_MODEL
 from dataflow.serving.diffusers.registry import FAMILIES, family_class
 from dataflow.serving.diffusers.serving import DiffusersEditServing
-from dataflow.serving.flux_kontext_serving import DEFAULT_MODEL
+from dataflow.serving.diffusers.speed.options import Acceleration
 
 SUPPORTED_TASKS = ("imageedit",)
 SUPPORTED_MODELS = tuple(FAMILIES)  # "FLUX-Kontext", "Qwen-Image-Edit", "FLUX.2"
@@ -37,7 +37,7 @@ class LocalImageGenServing(DiffusersEditServing):
         seed: base seed for reproducible rows.
         device, torch_dtype: override the defaults (CUDA with bfloat16 when available, else CPU with float32).
         max_sequence_length: text tokens per instruction (None: the family's).
-        acceleration: speed and memory options (``dataflow.serving.acceleration.Acceleration``).
+        acceleration: speed and memory options (``dataflow.serving.diffusers.speed.options.Acceleration``).
     """
 
     def __init__(

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataflow.core.errors import InputError
 from dataflow.engines import LocalEngine, MultiProcessEngine
 from dataflow.engines.multiprocess import parse_devices, visible_gpus
-from dataflow.core.errors import InputError
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.utils.storage import FileStorage
@@ -32,7 +32,7 @@ def run(tmp_path, rows, serving, engine, cache):
 
 @pytest.mark.slow
 def test_two_cpu_workers_match_one_process_and_a_rerun_redoes_nothing(tmp_path, tiny_model_dir):
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 
     def serving():
         return FluxKontextServing(tiny_model_dir, batch_size=2, num_inference_steps=2, height=32, width=32,

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 from dataflow.io import ImageIO  # noqa: E402
 from dataflow.operators.core_vision import PromptedImageEditGenerator  # noqa: E402
-from dataflow.serving.flux_kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.kontext_serving import FluxKontextServing  # noqa: E402
 from dataflow.utils.storage import FileStorage  # noqa: E402
 
 

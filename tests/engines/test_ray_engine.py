@@ -154,7 +154,7 @@ def assert_every_row_once_and_inverted(rows, save_path):
 
 def test_mixed_sizes_give_the_local_engines_rows_and_a_rerun_reuses_them(tmp_path, tiny_model_dir, mixed_images,
                                                                          monkeypatch):
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 
     # Relative paths everywhere (input, cache, model): the actors were started in another folder.
     monkeypatch.chdir(tmp_path)
@@ -186,7 +186,12 @@ def test_mixed_sizes_give_the_local_engines_rows_and_a_rerun_reuses_them(tmp_pat
 
 
 def test_rows_of_a_dataset_input_travel_to_the_actors_as_references(tmp_path):
-    from tests.io.sources.builders import decoded, samples, write_parquet_shards, write_webdataset
+    from tests.io.sources.builders import (
+        decoded,
+        samples,
+        write_parquet_shards,
+        write_webdataset,
+    )
 
     pytest.importorskip("datasets")
     pytest.importorskip("webdataset")

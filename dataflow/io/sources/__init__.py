@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from dataflow.core.errors import InputError, RowError
+from dataflow.core.reference import SourceRef, content_id, parse_reference
 from dataflow.io.sources import arrow, parquet, webdataset
-from dataflow.io.sources.reference import SourceRef, content_id, parse_reference
 
 __all__ = ["DatasetInput", "SourceRef", "content_id", "dataset_kind", "embedded_ref", "input_folder",
            "open_dataset", "parse_reference", "read_embedded", "read_source_bytes", "source_exists"]

@@ -11,9 +11,9 @@ import os
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
-from dataflow.io.sources.cache import LoadOnceCache
+from dataflow.core.reference import SourceRef
+from dataflow.io.sources.cache import LoadOnceCache, shard_version
 from dataflow.io.sources.cells import image_bytes, referenced_row
-from dataflow.io.sources.reference import SourceRef, shard_version
 
 STATE = "state.json"
 DATASET_DICT = "dataset_dict.json"

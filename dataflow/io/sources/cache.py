@@ -2,13 +2,18 @@
 
 The planner probes a shard's rows from several threads at once; with ``functools.lru_cache`` each of them would
 read the same tar index or row group itself. Here the first caller loads and the others wait for its result.
+``shard_version`` keys what was read from a shard, so that a rewritten shard is read again.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
+
+from dataflow.core.errors import RowError
+from dataflow.core.reference import SourceRef
 
 
 class LoadOnceCache:
@@ -41,3 +46,13 @@ class LoadOnceCache:
                     self._values.popitem(last=False)
                 self._loading.pop(key, None)
             return value
+
+
+def shard_version(ref: SourceRef) -> tuple:
+    """(mtime, size) of the reference's shard, which keys the caches of what was read from it; ``RowError`` when
+    the shard cannot be opened."""
+    try:
+        info = os.stat(ref.container)
+    except OSError as exc:
+        raise RowError(f"{ref}: cannot open its shard {ref.container}: {exc.strerror or exc}") from None
+    return info.st_mtime_ns, info.st_size

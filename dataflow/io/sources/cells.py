@@ -12,7 +12,7 @@ import hashlib
 from typing import Any, Optional
 
 from dataflow.core.errors import RowError
-from dataflow.io.sources.reference import SourceRef
+from dataflow.core.reference import SourceRef
 
 DIGEST_CHARS = 32  # hex digits of the SHA-256 kept in a reference: 128 bits, collisions never met in practice
 

@@ -12,9 +12,9 @@ import bisect
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
-from dataflow.io.sources.cache import LoadOnceCache
+from dataflow.core.reference import SourceRef
+from dataflow.io.sources.cache import LoadOnceCache, shard_version
 from dataflow.io.sources.cells import image_bytes, referenced_row
-from dataflow.io.sources.reference import SourceRef, shard_version
 
 CACHED_COLUMNS = 4  # row-group columns kept for reads by reference (a group of 100 images is ~100 MB)
 _STARTS = LoadOnceCache(size=64)

@@ -15,8 +15,8 @@ import tarfile
 from typing import Iterator
 
 from dataflow.core.errors import InputError, RowError
-from dataflow.io.sources.cache import LoadOnceCache
-from dataflow.io.sources.reference import SourceRef, shard_version
+from dataflow.core.reference import SourceRef
+from dataflow.io.sources.cache import LoadOnceCache, shard_version
 
 KEY_FIELD = "__key__"
 TEXT_EXTENSIONS = ("txt", "text", "caption", "instruction", "prompt")

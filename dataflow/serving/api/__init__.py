@@ -1,7 +1,7 @@
 """Editing through remote APIs: OpenAI's ``/images/edits`` (and compatible servers) and Gemini.
 
-``client`` is the HTTP layer every remote call shares (retries, ``Retry-After``, error classes, key hygiene);
-``openai_format`` and ``gemini_format`` are the request shapes; ``serving`` is ``APIEditServing``; ``flags``
+The HTTP layer every remote call shares (retries, ``Retry-After``, error classes, key hygiene) is
+``dataflow.http``; ``openai_format`` and ``gemini_format`` are the request shapes; ``serving`` is ``APIEditServing``; ``flags``
 adds the command-line options. Needs the ``[api]`` extra (httpx).
 """
 

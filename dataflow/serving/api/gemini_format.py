@@ -14,8 +14,14 @@ import base64
 from typing import Any, Optional, Sequence
 
 from dataflow.core.errors import InputError
-from dataflow.serving.api.client import Rejected, Unauthorized, check_base_url, error_code
-from dataflow.serving.api.edit_format import AnswerError, EditAnswer, EditCall, decode_base64, short
+from dataflow.http import Rejected, Unauthorized, check_base_url, error_code
+from dataflow.serving.api.edit_format import (
+    AnswerError,
+    EditAnswer,
+    EditCall,
+    decode_base64,
+    short,
+)
 
 DEFAULT_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-2.5-flash-image"

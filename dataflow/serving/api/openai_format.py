@@ -7,34 +7,29 @@ extra form fields such as ``seed``, ``num_inference_steps``, ``guidance_scale``,
 
 from __future__ import annotations
 
-import re
 from typing import Any, Optional, Sequence
-from urllib.parse import urlsplit
 
-from dataflow.serving.api.client import Rejected, check_base_url, error_code
-from dataflow.serving.api.edit_format import AnswerError, EditAnswer, EditCall, decode_base64, field_value
+from dataflow.http.errors import Rejected, error_code
+from dataflow.http.urls import api_root
+from dataflow.serving.api.edit_format import (
+    AnswerError,
+    EditAnswer,
+    EditCall,
+    decode_base64,
+    field_value,
+)
 
 DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-image-1"
 # error.code values of a safety / content-policy refusal (OpenAI; Azure OpenAI says content_filter)
 REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
 RESERVED_FIELDS = frozenset({"prompt", "model", "n", "image", "image[]", "size", "quality"})
-_VERSION_SEGMENT = re.compile(r"/v\d+[a-z0-9]*(/|$)")
 
 
 def openai_base_url(url: str) -> str:
-    """The API root with its version segment: ``/v1`` is added when the URL has none, never doubled.
-
-    ``https://api.openai.com/v1`` and ``http://host:8000`` give ``.../v1``; a URL already naming the endpoint
-    (``.../v1/images/edits``) is cut back to its root; other versioned roots (``.../v1beta/openai``) are kept.
-    """
-    url = check_base_url(url)
-    for endpoint in ("/images/edits", "/images/generations"):
-        if url.endswith(endpoint):
-            url = url[: -len(endpoint)]
-    if not _VERSION_SEGMENT.search(urlsplit(url).path):
-        url += "/v1"
-    return url
+    """The API root of an images URL (``api_root``'s rule): ``/v1`` added when absent, never doubled, and a URL
+    already naming the endpoint (``.../v1/images/edits``) cut back to its root."""
+    return api_root(url, ("/images/edits", "/images/generations"))
 
 
 class OpenAIEditFormat:

@@ -8,7 +8,6 @@ the ``HTTPClient`` (one ``httpx.Client``) is shared and the counters sit behind 
 from __future__ import annotations
 
 import io
-import json
 from typing import Any, Optional, Sequence
 
 from dataflow.core.errors import InputError, ModelLoadError, ServiceError
@@ -16,8 +15,18 @@ from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
-from dataflow.serving.api.client import (
-    HTTPClient, NotFound, Rejected, RequestFailed, RetryPolicy, SharedClient, Unauthorized, json_or_none, redact,
+from dataflow.http import (
+    HTTPClient,
+    NotFound,
+    Rejected,
+    RequestFailed,
+    RetryPolicy,
+    SharedClient,
+    Unauthorized,
+    check_extra_body,
+    check_seconds,
+    json_or_none,
+    redact,
 )
 from dataflow.serving.api.edit_format import AnswerError, EditAnswer, EditCall, short
 from dataflow.serving.api.gemini_format import GeminiEditFormat
@@ -195,26 +204,3 @@ class APIEditServing(ImageEditServing):
                 return image.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise AnswerError(f"the API returned an image that cannot be decoded: {exc}") from None
-
-
-def check_seconds(**values: Any) -> None:
-    """``InputError`` naming the first value that is not a positive number of seconds."""
-    for name, value in values.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise InputError(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-def check_extra_body(extra_body: Any, reserved: frozenset) -> dict:
-    """A copy of ``extra_body``: a JSON object whose keys are not set by the serving itself."""
-    if extra_body is None:
-        return {}
-    if not isinstance(extra_body, dict) or not all(isinstance(k, str) for k in extra_body):
-        raise InputError(f"extra_body must be a JSON object (a dict with string keys), got {extra_body!r}")
-    clash = sorted(set(extra_body) & reserved)
-    if clash:
-        raise InputError(f"extra_body must not set {', '.join(clash)}: the serving's own arguments do")
-    try:
-        json.dumps(extra_body)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"extra_body must be JSON-serialisable: {exc}") from None
-    return dict(extra_body)

@@ -14,7 +14,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from dataflow.serving.diffusers.family import Defaults, Family, Row
-from dataflow.serving.resolution import output_size
+from dataflow.serving.diffusers.resolution import output_size
 
 MIN_SIDE = 64  # Flux2ImageProcessor.check_image_input
 MAX_ASPECT = 8

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from dataflow.serving.diffusers.family import Defaults, Family, Row
-from dataflow.serving.resolution import output_size, reference_size
+from dataflow.serving.diffusers.resolution import output_size, reference_size
 
 
 class FluxKontextFamily(Family):
@@ -27,7 +27,9 @@ class FluxKontextFamily(Family):
 
     def bucket_key(self, width: int, height: int, area: int, multiple: int) -> tuple:
         """(reference width, reference height, output width, output height)."""
-        from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
+        from diffusers.pipelines.flux.pipeline_flux_kontext import (
+            PREFERRED_KONTEXT_RESOLUTIONS,
+        )
 
         ref = reference_size(width, height, PREFERRED_KONTEXT_RESOLUTIONS, area, multiple)
         return ref + output_size(width, height, area, multiple)

@@ -18,8 +18,13 @@ import contextlib
 import threading
 from typing import Any, Sequence
 
-from dataflow.serving.diffusers.family import Defaults, Family, Row, read_component_config
-from dataflow.serving.resolution import output_size
+from dataflow.serving.diffusers.family import (
+    Defaults,
+    Family,
+    Row,
+    read_component_config,
+)
+from dataflow.serving.diffusers.resolution import output_size
 
 DIFFUSERS_REFERENCE_AREA = 1024 * 1024  # what both pipelines size their VAE references to
 _SIZING_LOCK = threading.Lock()
@@ -54,7 +59,9 @@ class QwenImageEditFamily(Family):
 
     def _module(self):
         if self.plus:
-            from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as module
+            from diffusers.pipelines.qwenimage import (
+                pipeline_qwenimage_edit_plus as module,
+            )
         else:
             from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as module
         return module

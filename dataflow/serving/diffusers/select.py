@@ -6,8 +6,12 @@ import os
 from typing import Any, Optional
 
 from dataflow.serving.diffusers.family import read_model_index
+from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 from dataflow.serving.diffusers.registry import family_class, family_for_index
-from dataflow.serving.diffusers.serving import DiffusersEditServing, check_true_cfg_options
+from dataflow.serving.diffusers.serving import (
+    DiffusersEditServing,
+    check_true_cfg_options,
+)
 
 
 def diffusers_serving(model: str, *, image_io: Any = None, cache_dir: Optional[str] = None,
@@ -26,8 +30,6 @@ def diffusers_serving(model: str, *, image_io: Any = None, cache_dir: Optional[s
     if os.path.isfile(os.path.join(folder, "model_index.json")):
         family = family_for_index(read_model_index(folder), where=folder).name
     if family == "FLUX-Kontext":
-        from dataflow.serving.flux_kontext_serving import FluxKontextServing
-
         check_true_cfg_options(family_class(family), params)  # FluxKontextServing takes neither option
         for name in ("true_cfg_scale", "negative_prompt"):
             params.pop(name, None)

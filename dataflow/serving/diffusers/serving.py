@@ -21,11 +21,17 @@ from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
+from dataflow.io.model_source import looks_like_path, resolve_model_folder
 from dataflow.logger import get_logger
-from dataflow.serving.acceleration import Acceleration, denoiser_context, prepare_pipeline
-from dataflow.serving.diffusers.family import Family, Row, image_digest, read_model_index
+from dataflow.serving.diffusers.family import (
+    Family,
+    Row,
+    image_digest,
+    read_model_index,
+)
 from dataflow.serving.diffusers.registry import FAMILIES, family_class, family_for_index
-from dataflow.serving.model_source import looks_like_path, resolve_model_folder
+from dataflow.serving.diffusers.speed.apply import denoiser_context, prepare_pipeline
+from dataflow.serving.diffusers.speed.options import Acceleration
 
 logger = get_logger()
 

@@ -3,9 +3,9 @@
 import pytest
 
 from dataflow.core.errors import InputError
+from dataflow.core.reference import parse_reference
 from dataflow.core.rows import image_paths
 from dataflow.io.sources import read_source_bytes
-from dataflow.io.sources.reference import parse_reference
 from dataflow.utils.storage import RowStream
 from tests.io.sources.builders import image_dataset, samples
 

@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 
 from dataflow.core.errors import InputError, RowError
+from dataflow.core.reference import parse_reference
 from dataflow.core.rows import image_paths, row_key
 from dataflow.io import ImageIO
 from dataflow.io.sources import open_dataset, read_source_bytes
-from dataflow.io.sources.reference import parse_reference
 from dataflow.utils.storage import RowStream
-from tests.io.sources.builders import decoded, image_dataset, samples, write_parquet_shards
+from tests.io.sources.builders import (
+    decoded,
+    image_dataset,
+    samples,
+    write_parquet_shards,
+)
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")

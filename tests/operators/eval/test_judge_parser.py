@@ -6,10 +6,14 @@ import math
 
 import pytest
 
+from dataflow.http import Secret
 from dataflow.operators.core_vision.eval.metrics.judge import (
-    JudgeAnswerError, judge_prompt, judgement, parse_judgement, prompt_version,
+    JudgeAnswerError,
+    judge_prompt,
+    judgement,
+    parse_judgement,
+    prompt_version,
 )
-from dataflow.serving.api.client import Secret
 
 
 @pytest.mark.parametrize("answer, sc, pq", [

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dataflow.core.errors import InputError
-from dataflow.serving.api.client import Rejected, Unauthorized
+from dataflow.http import Rejected, Unauthorized
 from dataflow.serving.api.edit_format import AnswerError
 from dataflow.serving.api.gemini_format import GeminiEditFormat, gemini_root_url
 from dataflow.serving.api.openai_format import OpenAIEditFormat, openai_base_url

@@ -8,8 +8,15 @@ from dataflow.core.errors import InputError, RowError
 from dataflow.core.request import EditRequest
 from dataflow.core.serving import ImageEditServing
 from dataflow.serving.classic.grammar import GRAMMAR_VERSION
-from dataflow.serving.classic_edit_serving import ClassicEditServing
-from tests.serving.classic.measures import high_frequency, luminance, mean_saturation, noise, pixels, red_blue_ratio
+from dataflow.serving.classic.serving import ClassicEditServing
+from tests.serving.classic.measures import (
+    high_frequency,
+    luminance,
+    mean_saturation,
+    noise,
+    pixels,
+    red_blue_ratio,
+)
 
 
 def edit(instruction: str, image: Image.Image) -> Image.Image:

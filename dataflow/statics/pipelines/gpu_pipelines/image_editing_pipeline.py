@@ -20,12 +20,18 @@ from dataflow.cli.exits import run_main
 from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
-from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
+from dataflow.serving.diffusers.speed.options import (
+    Acceleration,
+    add_acceleration_flags,
+)
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing
 from dataflow.statics.pipelines.script_flags import (
-    add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
+    add_operator_flags,
+    add_storage_flags,
+    image_folder,
+    operator_keys,
+    storage_from_flags,
 )
-
 
 
 class ImageEditingPipeline:

@@ -12,14 +12,26 @@ from typing import Any, Optional, Sequence
 
 from dataflow.core.errors import InputError, ModelLoadError, ServiceError
 from dataflow.core.validation import check_positive_int
+from dataflow.http import (
+    HTTPClient,
+    NotFound,
+    RequestFailed,
+    RetryPolicy,
+    SharedClient,
+    Unauthorized,
+    json_or_none,
+    redact,
+)
+from dataflow.http.options import check_extra_body, check_seconds
+from dataflow.http.urls import api_root
 from dataflow.operators.core_vision.eval.metric import Metric, ScoreItem, ScoreResult
 from dataflow.operators.core_vision.eval.metrics.images import source_and_edit
-from dataflow.operators.core_vision.eval.metrics.judge import NAME, judge_prompt, judgement, prompt_version
-from dataflow.serving.api.client import (
-    HTTPClient, NotFound, RequestFailed, RetryPolicy, SharedClient, Unauthorized, json_or_none, redact,
+from dataflow.operators.core_vision.eval.metrics.judge import (
+    NAME,
+    judge_prompt,
+    judgement,
+    prompt_version,
 )
-from dataflow.serving.api.openai_format import openai_base_url
-from dataflow.serving.api.serving import check_extra_body, check_seconds
 
 KEY_VARIABLE = "DF_API_KEY"
 ENDPOINT = "/chat/completions"
@@ -27,12 +39,9 @@ RESERVED_FIELDS = frozenset({"model", "messages", "temperature", "max_tokens"})
 
 
 def chat_base_url(url: str) -> str:
-    """The API root with its version segment (``openai_base_url``'s rule: ``/v1`` added when absent, never
-    doubled); a URL naming the endpoint itself (``.../v1/chat/completions``) is cut back to its root."""
-    stripped = url.strip().rstrip("/") if isinstance(url, str) else url
-    if isinstance(stripped, str) and stripped.endswith(ENDPOINT):
-        stripped = stripped[: -len(ENDPOINT)]
-    return openai_base_url(stripped)
+    """The API root with its version segment (``api_root``'s rule: ``/v1`` added when absent, never doubled); a
+    URL naming the endpoint itself (``.../v1/chat/completions``) is cut back to its root."""
+    return api_root(url, (ENDPOINT,))
 
 
 def data_url(image: Any) -> str:

@@ -16,9 +16,9 @@ from typing import Any, Optional, Sequence
 
 from dataflow.core.errors import ModelLoadError
 from dataflow.core.validation import check_positive_int
+from dataflow.io.model_source import looks_like_path
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision.eval.metric import Metric, ScoreItem, ScoreResult
-from dataflow.serving.model_source import looks_like_path
 
 logger = get_logger()
 

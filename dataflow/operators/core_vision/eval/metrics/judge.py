@@ -16,8 +16,8 @@ import math
 import re
 from typing import Any, Optional, Sequence
 
+from dataflow.http import Secret, redact
 from dataflow.operators.core_vision.eval.metric import ScoreResult
-from dataflow.serving.api.client import Secret, redact
 
 NAME = "judge"
 

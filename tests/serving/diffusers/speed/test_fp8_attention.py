@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from dataflow.core.errors import InputError  # noqa: E402
-from dataflow.serving import fp8_attention  # noqa: E402
-from dataflow.serving.acceleration import Acceleration  # noqa: E402
+from dataflow.serving.diffusers.speed import fp8_attention, fp8_attention_math  # noqa: E402
+from dataflow.serving.diffusers.speed.options import Acceleration  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The stated bound: relative L2 error of the blockwise FP8 algorithm against float32 attention, on unit-scale
@@ -43,7 +43,7 @@ def unscaled_cast_attention(q, k, v):
 @pytest.mark.parametrize("tokens, head_dim", [(300, 64), (200, 128), (129, 64)])  # partial Q and K blocks
 def test_blockwise_fp8_attention_stays_within_its_bound_of_exact_attention(tokens, head_dim):
     q, k, v = inputs(tokens, head_dim)
-    got = fp8_attention.reference_attention(q, k, v)
+    got = fp8_attention_math.reference_attention(q, k, v)
     assert got.shape == q.shape and got.dtype == q.dtype
     error = relative_l2(got, F.scaled_dot_product_attention(q, k, v))
     assert 0 < error < ERROR_BOUND  # lossy, but bounded
@@ -54,7 +54,7 @@ def test_smoothing_keeps_outlier_heavy_k_accurate_where_an_unscaled_cast_fails()
     Smoothed, the error stays at the unbiased level; cast as it is, K's offset swamps its FP8 precision."""
     q, k, v = inputs(k_bias=50.0)
     exact = F.scaled_dot_product_attention(q, k, v)
-    smoothed = relative_l2(fp8_attention.reference_attention(q, k, v), exact)
+    smoothed = relative_l2(fp8_attention_math.reference_attention(q, k, v), exact)
     unscaled = relative_l2(unscaled_cast_attention(q, k, v), exact)
     assert smoothed < ERROR_BOUND and unscaled > 0.5 and unscaled > 8 * smoothed
 
@@ -63,27 +63,27 @@ def test_an_offset_added_to_k_changes_the_result_only_by_rounding():
     """Smoothing subtracts the offset again; what is left (float32 rounding flipping a few FP8 roundings) is a
     small fraction of the algorithm's own error."""
     q, k, v = inputs()
-    shifted = fp8_attention.reference_attention(q, k + 30.0 * torch.ones(1, 1, 1, k.shape[-1]), v)
-    assert relative_l2(shifted, fp8_attention.reference_attention(q, k, v)) < ERROR_BOUND / 10
+    shifted = fp8_attention_math.reference_attention(q, k + 30.0 * torch.ones(1, 1, 1, k.shape[-1]), v)
+    assert relative_l2(shifted, fp8_attention_math.reference_attention(q, k, v)) < ERROR_BOUND / 10
 
 
 def test_scales_are_per_block_of_queries_and_keys_and_per_channel_of_v():
     """A block of huge queries gets its own scale: the other blocks keep their precision."""
     q, k, v = inputs(tokens=300)
-    q[..., :fp8_attention.BLOCK_M, :] *= 1e4
-    quantized = fp8_attention.quantize_inputs(q, k, v)
+    q[..., :fp8_attention_math.BLOCK_M, :] *= 1e4
+    quantized = fp8_attention_math.quantize_inputs(q, k, v)
     assert quantized.q_scale.shape == (1, 2, 3) and quantized.k_scale.shape == (1, 2, 5)
     assert quantized.v_scale.shape == (1, 2, 64) and quantized.v_t.shape == (1, 2, 64, 300)
     assert quantized.q.dtype == quantized.k.dtype == quantized.v_t.dtype == torch.float8_e4m3fn
-    rows = slice(fp8_attention.BLOCK_M, None)
+    rows = slice(fp8_attention_math.BLOCK_M, None)
     exact = F.scaled_dot_product_attention(q, k, v)[..., rows, :]
-    assert relative_l2(fp8_attention.reference_attention(q, k, v)[..., rows, :], exact) < ERROR_BOUND
+    assert relative_l2(fp8_attention_math.reference_attention(q, k, v)[..., rows, :], exact) < ERROR_BOUND
 
 
 KERNEL_SCRIPT = """
 import json, torch
-from dataflow.serving.fp8_attention import reference_attention, kernel_attention
-from dataflow.serving.fp8_attention_kernel import interpreting
+from dataflow.serving.diffusers.speed.fp8_attention import reference_attention, kernel_attention
+from dataflow.serving.diffusers.speed.fp8_attention_kernel import interpreting
 assert interpreting()
 errors = []
 for tokens, head_dim, bias in ((200, 64, 0.0), (130, 128, 20.0)):
@@ -115,9 +115,10 @@ def plain_attention(arguments: dict) -> bool:
 
 
 def test_the_transformer_attention_goes_through_fp8_and_the_vae_attention_does_not(tiny_model_dir, monkeypatch):
-    from dataflow.core.request import EditRequest
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
     from PIL import Image
+
+    from dataflow.core.request import EditRequest
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 
     calls = []
     reference = fp8_attention.IMPLEMENTATIONS["reference"]
@@ -157,7 +158,7 @@ def test_calls_the_kernel_cannot_take_stay_exact():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without an FP8 GPU")
 def test_the_option_is_refused_without_an_fp8_gpu(tiny_model_dir):
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 
     serving = FluxKontextServing(tiny_model_dir, num_inference_steps=2, height=64, width=64, max_sequence_length=32,
                                  acceleration=Acceleration(fp8_attention=True))
@@ -168,7 +169,7 @@ def test_the_option_is_refused_without_an_fp8_gpu(tiny_model_dir):
 def test_the_option_is_refused_for_a_family_whose_attention_it_does_not_take():
     from types import SimpleNamespace
 
-    from dataflow.serving.acceleration import check_applicable
+    from dataflow.serving.diffusers.speed.apply import check_applicable
 
     qwen = SimpleNamespace(name="Qwen-Image-Edit", display_name="Qwen-Image-Edit")
     with pytest.raises(InputError, match="takes the attention of FLUX-Kontext, FLUX.2, not Qwen-Image-Edit"):
@@ -180,9 +181,10 @@ def test_fp8_attention_runs_inside_the_compiled_blocks(tiny_model_dir):
     """Regional compilation with fullgraph=True traces the attention mode inside every block, with what runs by
     default on CUDA (fused QKV, the split projection, the cuDNN backend) and FP8 linears (the reference attention
     here; on a GPU the kernel is one custom op there)."""
-    from dataflow.core.request import EditRequest
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
     from PIL import Image
+
+    from dataflow.core.request import EditRequest
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     results = []

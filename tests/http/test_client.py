@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 
 from dataflow.core.errors import InputError, ServiceError
-from dataflow.serving.api.client import (
-    HTTPClient, NotFound, Rejected, RequestFailed, RetryPolicy, Secret, Unauthorized, Unreachable, check_base_url,
-    redact, retry_after_seconds, safe_url,
+from dataflow.http import (
+    HTTPClient,
+    NotFound,
+    Rejected,
+    RequestFailed,
+    RetryPolicy,
+    Secret,
+    Unauthorized,
+    Unreachable,
+    check_base_url,
+    redact,
+    retry_after_seconds,
+    safe_url,
 )
 from dataflow.serving.api.openai_format import OpenAIEditFormat
 from tests.serving.api.server import MODEL, png_bytes

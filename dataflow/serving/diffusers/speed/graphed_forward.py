@@ -1,8 +1,8 @@
 """The transformer's forward compiled whole, each step replayed as CUDA graphs (``Acceleration(cuda_graphs=True)``).
 
-Regional compilation leaves the GPU waiting 2-3 % of a step between kernels on an H200 (``busy`` in the benchmark's
-profiles); one graph per step launches them all at once, and compiling the whole forward also fuses across block
-boundaries.
+Regional compilation leaves the GPU waiting between kernels for a few percent of a step (``busy`` in the
+benchmark's profiles; docs/performance.md); one graph per step launches them all at once, and compiling the whole
+forward also fuses across block boundaries.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from dataflow.core.errors import InputError, ModelLoadError
 from dataflow.core.request import EditRequest
 
 pytest.importorskip("diffusers")
-from dataflow.serving.flux_kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.kontext_serving import FluxKontextServing  # noqa: E402
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing  # noqa: E402
 
 SIZES = {"wide": (200, 100), "square": (120, 120), "tall": (90, 180)}

@@ -5,8 +5,8 @@ Two scalings:
 - ``rowwise``: one scale per activation row (token) and one per output channel. Finer, so more accurate, and under
   ``torch.compile`` the row maximum fuses with the norm/modulation kernel that produces the activation.
 
-Lossy (about 1-2% relative difference in a transformer step), and roughly twice the GEMM throughput of bf16 on
-Hopper-class GPUs. Weights are quantized once when a layer is converted; activations are scaled per call. The GEMMs
+Lossy (a small relative difference in a transformer step; docs/performance.md has the measured figures), for about
+twice the GEMM throughput of bf16 on Hopper-class GPUs. Weights are quantized once when a layer is converted; activations are scaled per call. The GEMMs
 use the fast FP8 accumulation mode, as torchao does for inference.
 """
 
@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from dataflow.serving.acceleration import FP8_SCALINGS
+from dataflow.serving.diffusers.speed.options import FP8_SCALINGS
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
@@ -46,8 +46,8 @@ class Fp8Linear(nn.Module):
         # _scaled_mm wants its second operand column-major: the transpose of a row-major (out, in) matrix is.
         # Its scale is then (1, out) for rowwise: one per output channel.
         # Parameters, not buffers: diffusers' group offload with a CUDA stream (0.42) returns a block's parameters
-        # to the CPU after use but leaves its modules' buffers on the GPU (an H100 run peaked at 10.6 GiB with
-        # FP8 against 2.5 GiB without).
+        # to the CPU after use but leaves its modules' buffers on the GPU, which then hold every block's FP8
+        # weights at once (docs/performance.md, group offload).
         self.weight_fp8 = nn.Parameter(weight, requires_grad=False)
         self.weight_scale = nn.Parameter(scale.reshape(1, -1) if self.rowwise else scale, requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)

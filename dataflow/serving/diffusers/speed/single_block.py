@@ -3,8 +3,8 @@
 A single-stream block ends with ``proj_out(cat([attention, gelu(mlp)]))``: it copies a 15,360-wide activation for
 every token (about 270 MB per block at 1024x1024) only to multiply it at once. Projecting each part with its half of
 the weight and adding, ``attention @ Wa.T + gelu(mlp) @ Wm.T + b``, is the same product: the GEMMs read their
-inputs where they are. On an H200 the kernel that builds the concatenation took 8.6 ms of a 0.294 s compiled step
-(38 blocks, ``benchmarks/results/profiles``). The two partial products are rounded separately before the sum, a
+inputs where they are, and the kernel that builds the concatenation (a visible share of a compiled step in the
+kernel profiles, docs/performance.md) is gone. The two partial products are rounded separately before the sum, a
 float-rounding difference like fusing QKV.
 
 The block's forward is replaced on the instance (as diffusers' own hooks do), computing what diffusers' block

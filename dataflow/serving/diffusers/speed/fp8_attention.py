@@ -1,6 +1,7 @@
 """FP8 attention with per-block scales and a smoothed K, in the manner of SageAttention2 (opt-in, lossy).
 
-The algorithm, shared by the Triton kernel (``fp8_attention_kernel``) and the plain-torch reference below:
+The algorithm, shared by the Triton kernel (``fp8_attention_kernel``) and the plain-torch reference
+(``fp8_attention_math``):
 
 1. K is smoothed: its mean over the tokens of each head is subtracted. Every score of a query row changes by the
    same amount, which softmax ignores, and K's large per-channel offsets (the outliers that make one FP8 scale per
@@ -25,114 +26,22 @@ outside the transformer, keep exact attention.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from dataflow.logger import get_logger
+from dataflow.serving.diffusers.speed.fp8_attention_math import (
+    quantize_inputs,
+    reference_attention,
+)
 
 logger = get_logger()
 
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
-P_SCALE = FP8_MAX  # P lies in [0, 1]: one fixed scale maps it onto the whole FP8 range
-BLOCK_M = 128  # query rows per Q scale (and per kernel tile)
-BLOCK_N = 64  # key rows per K scale (and per kernel tile)
-LOG2E = math.log2(math.e)
 HEAD_DIMS = (64, 128)  # head sizes the kernel is built for; other sizes keep exact attention
 MIN_CAPABILITY = (8, 9)  # FP8 tensor-core products
-
-
-class QuantizedInputs(NamedTuple):
-    """Attention inputs in FP8, as both implementations take them.
-
-    ``q`` and ``k`` keep the (batch, heads, tokens, head_dim) layout; ``v_t`` is V transposed to (batch, heads,
-    head_dim, tokens), contiguous, so that the P·V product reads it along its reduction axis. ``q_scale`` (batch,
-    heads, query blocks) includes the softmax scale and log2(e); ``k_scale`` is (batch, heads, key blocks) and
-    ``v_scale`` (batch, heads, head_dim).
-    """
-
-    q: torch.Tensor
-    q_scale: torch.Tensor
-    k: torch.Tensor
-    k_scale: torch.Tensor
-    v_t: torch.Tensor
-    v_scale: torch.Tensor
-
-
-def to_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``x / scale`` rounded to FP8 e4m3 (saturating at +-448)."""
-    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
-
-
-def blockwise_scales(x: torch.Tensor, block: int) -> torch.Tensor:
-    """One scale per block of ``block`` tokens of each head: the block's largest magnitude over 448.
-
-    ``x`` is (batch, heads, tokens, head_dim) float32; returns (batch, heads, ceil(tokens / block)).
-    """
-    batch, heads, tokens, dim = x.shape
-    padded = F.pad(x, (0, 0, 0, -tokens % block))
-    amax = padded.abs().reshape(batch, heads, -1, block * dim).amax(dim=-1)
-    return (amax / FP8_MAX).clamp(min=1e-12)
-
-
-def per_row(scales: torch.Tensor, block: int, tokens: int) -> torch.Tensor:
-    """Block scales (batch, heads, blocks) repeated for each token: (batch, heads, tokens, 1)."""
-    return scales.repeat_interleave(block, dim=-1)[..., :tokens, None]
-
-
-def quantize_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    scale: Optional[float] = None) -> QuantizedInputs:
-    """Smooth K, then quantize Q and K per block and V per channel (see the module docstring).
-
-    ``q``, ``k``, ``v`` are (batch, heads, tokens, head_dim) in any layout; ``scale`` is the softmax scale
-    (default ``head_dim ** -0.5``).
-    """
-    softmax_scale = q.shape[-1] ** -0.5 if scale is None else scale
-    q32, k32, v32 = q.float(), k.float(), v.float()
-    k32 = k32 - k32.mean(dim=-2, keepdim=True)
-    q_scale = blockwise_scales(q32, BLOCK_M)
-    k_scale = blockwise_scales(k32, BLOCK_N)
-    v_scale = (v32.abs().amax(dim=-2) / FP8_MAX).clamp(min=1e-12)
-    return QuantizedInputs(
-        q=to_fp8(q32, per_row(q_scale, BLOCK_M, q.shape[-2])),
-        q_scale=q_scale * (softmax_scale * LOG2E),
-        k=to_fp8(k32, per_row(k_scale, BLOCK_N, k.shape[-2])),
-        k_scale=k_scale,
-        v_t=to_fp8(v32, v_scale[..., None, :]).transpose(-1, -2).contiguous(),
-        v_scale=v_scale,
-    )
-
-
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        scale: Optional[float] = None) -> torch.Tensor:
-    """The kernel's algorithm in plain torch, FP8 roundings emulated: what the kernel must compute, on any device.
-
-    Key blocks are visited in order with an online softmax, as the kernel does, so that P is quantized against the
-    same running maximum. Returns (batch, heads, tokens, head_dim) in ``q``'s dtype.
-    """
-    inputs = quantize_inputs(q, k, v, scale)
-    tokens, keys = q.shape[-2], k.shape[-2]
-    q_fp8, q_scale = inputs.q.float(), per_row(inputs.q_scale, BLOCK_M, tokens)
-    v_fp8 = inputs.v_t.transpose(-1, -2).float()
-    row_max = torch.full(q.shape[:-1], -math.inf, device=q.device)
-    row_sum = torch.zeros(q.shape[:-1], device=q.device)
-    acc = torch.zeros(*q.shape[:-1], v.shape[-1], device=q.device)
-    for index, start in enumerate(range(0, keys, BLOCK_N)):
-        k_block = inputs.k[..., start:start + BLOCK_N, :].float()
-        scores = (q_fp8 @ k_block.transpose(-1, -2)) * (q_scale * inputs.k_scale[..., index, None, None])
-        new_max = torch.maximum(row_max, scores.amax(dim=-1))
-        alpha = torch.exp2(row_max - new_max)
-        p = torch.exp2(scores - new_max[..., None])
-        row_sum = row_sum * alpha + p.sum(dim=-1)
-        p_fp8 = (p * P_SCALE).to(FP8).float()
-        acc = acc * alpha[..., None] + p_fp8 @ v_fp8[..., start:start + BLOCK_N, :]
-        row_max = new_max
-    out = acc * inputs.v_scale[..., None, :] / (row_sum[..., None] * P_SCALE)
-    return out.to(q.dtype)
 
 
 def unavailable_reason(device: Any) -> Optional[str]:
@@ -153,7 +62,7 @@ def unavailable_reason(device: Any) -> Optional[str]:
 
 def kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
     """The Triton kernel on ``quantize_inputs``' output (imported on first use: Triton is optional)."""
-    from dataflow.serving.fp8_attention_kernel import attention_from_fp8
+    from dataflow.serving.diffusers.speed.fp8_attention_kernel import attention_from_fp8
 
     return attention_from_fp8(*quantize_inputs(q, k, v, scale), out_dtype=q.dtype)
 

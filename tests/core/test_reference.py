@@ -1,6 +1,6 @@
 import pytest
 
-from dataflow.io.sources.reference import SourceRef, content_id, parse_reference
+from dataflow.core.reference import SourceRef, content_id, parse_reference
 
 
 @pytest.mark.parametrize("ref", [

@@ -14,218 +14,30 @@ answers, and share what happens in between:
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import json
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from dataflow.core.errors import InputError, ServiceError
+from dataflow.http.errors import (
+    NotFound,
+    Rejected,
+    RequestFailed,
+    Unauthorized,
+    Unreachable,
+    api_message,
+    error_code,
+    json_or_none,
+)
+from dataflow.http.retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
+from dataflow.http.secrets import Secret, redact
+from dataflow.http.urls import safe_url
 from dataflow.logger import get_logger
 
 logger = get_logger()
-
-RETRYABLE_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600)) - {501, 505}
-REDACTED = "***"
-
-
-# -- secrets and safe text ---------------------------------------------------------------------------------
-class Secret:
-    """A value that must not be printed: ``repr`` and ``str`` show ``***``; ``reveal()`` gives it back."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: Optional[str]):
-        self._value = value or ""
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return f"Secret({REDACTED!r})" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # engines pickle servings into workers; the key goes with them, in memory only
-        return (Secret, (self._value,))
-
-
-_MASKED = re.compile(r"[^\s\"']*\*{3,}[^\s\"']*")
-
-
-def redact(text: str, secrets: Sequence[Secret]) -> str:
-    """``text`` with every secret's value replaced by ``***``, and masked echoes of it too: servers answer a
-    bad key with ``sk-ab****wxyz``, which still gives away its ends."""
-    for secret in secrets:
-        if secret:
-            value = secret.reveal()
-            text = text.replace(value, REDACTED)
-            text = _MASKED.sub(lambda m: _mask_echo(m.group(0), value), text)
-    return text
-
-
-def _mask_echo(token: str, value: str) -> str:
-    """``***`` for a token like ``abc****xyz.`` that shows at least 3 characters of either end of ``value``
-    (trailing punctuation kept); the token itself otherwise."""
-    word = token.rstrip(".,;:)")
-    head, _, tail = word.partition("***")
-    head, tail = head.rstrip("*"), tail.lstrip("*")
-    if (len(head) >= 3 and value.startswith(head)) or (len(tail) >= 3 and value.endswith(tail)):
-        return REDACTED + token[len(word):]
-    return token
-
-
-def safe_url(url: Any) -> str:
-    """The URL without user info, query or fragment: what messages and fingerprints may show."""
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def check_base_url(url: str) -> str:
-    """``url`` without a trailing slash; ``InputError`` if it is not http(s) or carries a key in its query or
-    user info (keys belong in ``DF_API_KEY``, never in a URL that reaches logs and step files)."""
-    if not isinstance(url, str) or not url.strip():
-        raise InputError(f"api_url must be an http(s) URL, got {url!r}")
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"api_url must start with http:// or https:// and name a host, got {safe_url(url)!r}")
-    if parts.query or parts.username or parts.password:
-        raise InputError("api_url must not carry a query string or user info; pass the API key in DF_API_KEY "
-                         f"(or api_key=...) instead: {safe_url(url)}")
-    return url.rstrip("/")
-
-
-def api_message(response: Any, limit: int = 500) -> str:
-    """The API's own words for an error: ``error.message`` (OpenAI, Gemini), ``detail`` or ``message`` (FastAPI
-    style servers), else the start of the body."""
-    payload = json_or_none(response)
-    text = None
-    if isinstance(payload, dict):
-        error = payload.get("error")
-        if isinstance(error, dict):
-            text = error.get("message")
-        elif isinstance(error, str):
-            text = error
-        if not text:
-            text = payload.get("detail") or payload.get("message")
-    if not isinstance(text, str) or not text.strip():
-        text = response.text if payload is None else json.dumps(payload)
-    text = " ".join(str(text).split())
-    return text[:limit] + ("..." if len(text) > limit else "")
-
-
-def error_code(payload: Any) -> Optional[str]:
-    """``error.code`` (or ``error.status``) of a JSON error body, as a string."""
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return None
-    code = error.get("code") or error.get("status")
-    return None if code is None else str(code)
-
-
-def json_or_none(response: Any) -> Any:
-    try:
-        return response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-# -- errors ------------------------------------------------------------------------------------------------
-class RequestFailed(Exception):
-    """One request failed for good (retries exhausted, or a 4xx); the caller fails that unit of work alone.
-
-    Args:
-        message: what happened, safe to show (no key, no headers).
-        status: the last HTTP status, if a response came back.
-        payload: the last response's JSON body, if it had one.
-    """
-
-    def __init__(self, message: str, status: Optional[int] = None, payload: Any = None):
-        super().__init__(message)
-        self.status = status
-        self.payload = payload
-
-
-class Rejected(RequestFailed):
-    """A 4xx other than 401/403/404: the request itself was refused; retrying would not help."""
-
-
-class Unauthorized(ServiceError):
-    """401 or 403: the key is missing, wrong, or lacks access."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-class NotFound(ServiceError):
-    """404: a wrong URL or model name."""
-
-    status = 404
-
-
-class Unreachable(ServiceError):
-    """No connection could be made, even after every retry."""
-
-
-# -- retries -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to wait between attempts.
-
-    Args:
-        max_retries: retries after the first attempt (0: none).
-        base_delay: the first backoff in seconds; it doubles each retry, capped at ``max_delay``, with jitter.
-        max_delay: the longest backoff.
-        max_retry_after: the longest ``Retry-After`` obeyed; a server asking for more fails the request at once
-            (a spent quota, not a moment of overload).
-    """
-
-    max_retries: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    max_retry_after: float = 120.0
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """The wait before retry number ``retry`` (0-based): half the exponential delay plus up to half again."""
-        delay = min(self.max_delay, self.base_delay * 2**retry)
-        return delay / 2 + rng.uniform(0, delay / 2)
-
-
-def retry_after_seconds(headers: Any, now: Optional[float] = None) -> Optional[float]:
-    """Seconds a response asks to wait: ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 # -- counters ----------------------------------------------------------------------------------------------

@@ -10,12 +10,16 @@ from PIL import Image
 
 from dataflow.core.errors import InputError
 from dataflow.core.request import EditRequest
-from dataflow.serving.acceleration import Acceleration, add_acceleration_flags, check_applicable
+from dataflow.serving.diffusers.speed.apply import check_applicable
+from dataflow.serving.diffusers.speed.options import (
+    Acceleration,
+    add_acceleration_flags,
+)
 
 pytest.importorskip("diffusers")
 pytest.importorskip("cache_dit", reason="the step cache needs cache-dit (pip install 'dataflow-edit[cache]')")
-from dataflow.serving import step_cache  # noqa: E402
-from dataflow.serving.flux_kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.speed import step_cache  # noqa: E402
 
 STEPS = 6  # cache-dit has fixed schedules for 4, 6 and 8 or more steps
 

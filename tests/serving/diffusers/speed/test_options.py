@@ -6,12 +6,12 @@ from PIL import Image
 
 from dataflow.core.errors import InputError
 from dataflow.core.request import EditRequest
-from dataflow.serving.acceleration import Acceleration
+from dataflow.serving.diffusers.speed.options import Acceleration
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
-from dataflow.serving.flux_kontext_serving import FluxKontextServing  # noqa: E402
-from dataflow.serving.fp8 import Fp8Linear, convert_linears_to_fp8  # noqa: E402
+from dataflow.serving.diffusers.kontext_serving import FluxKontextServing  # noqa: E402
+from dataflow.serving.diffusers.speed.fp8 import Fp8Linear, convert_linears_to_fp8  # noqa: E402
 
 
 def edit(model, **options):
@@ -131,7 +131,7 @@ def test_layer_rewrites_follow_the_device_and_the_options(options, cuda, expecte
 def test_the_rewrites_that_default_on_can_be_turned_off_from_the_command_line():
     import argparse
 
-    from dataflow.serving.acceleration import add_acceleration_flags
+    from dataflow.serving.diffusers.speed.options import add_acceleration_flags
 
     for separator in "-_":
         parser = argparse.ArgumentParser()
@@ -168,7 +168,7 @@ def test_offload_without_a_gpu_warns_and_edits_as_without_it(tiny_model_dir, cap
 def test_fused_gelu_keeps_pixels_and_parameters(tiny_model_dir):
     """Both MLP shapes are fused (FeedForward's GELU module, the single blocks' proj_mlp + act_mlp); on the CPU the
     layer computes the unfused expression, so pixels are unchanged to the bit."""
-    from dataflow.serving.fused_gelu import LinearGelu
+    from dataflow.serving.diffusers.speed.fused_gelu import LinearGelu
 
     plain, base = edit(tiny_model_dir)
     serving, fused = edit(tiny_model_dir, fuse_gelu=True)
@@ -187,7 +187,7 @@ def test_fused_gelu_leaves_fp8_layers_alone(tiny_model_dir):
 
 
 def test_a_fused_gelu_layer_is_its_linear_then_tanh_gelu():
-    from dataflow.serving.fused_gelu import LinearGelu
+    from dataflow.serving.diffusers.speed.fused_gelu import LinearGelu
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(16, 32)
@@ -225,9 +225,13 @@ def test_split_output_projection_halves_become_fp8(tiny_model_dir):
 def test_a_block_that_computes_something_else_is_left_unchanged(tiny_model_dir, caplog):
     """If a diffusers release changed the block, the check on random tokens catches it before anything changes."""
     from diffusers import FluxTransformer2DModel
-    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+    from diffusers.models.transformers.transformer_flux import (
+        FluxSingleTransformerBlock,
+    )
 
-    from dataflow.serving.single_block import split_single_block_projections
+    from dataflow.serving.diffusers.speed.single_block import (
+        split_single_block_projections,
+    )
 
     class Changed(FluxSingleTransformerBlock):
         def forward(self, hidden_states, encoder_hidden_states, temb, image_rotary_emb=None,
@@ -260,8 +264,8 @@ def test_fp8_attention_and_the_cache_parse_and_enter_the_fingerprint_only_when_o
     """Runs made before these options existed keep their fingerprint: the keys appear only when an option is on."""
     import argparse
 
-    from dataflow.serving import step_cache
-    from dataflow.serving.acceleration import add_acceleration_flags
+    from dataflow.serving.diffusers.speed import step_cache
+    from dataflow.serving.diffusers.speed.options import add_acceleration_flags
 
     monkeypatch.setattr(step_cache, "missing_reason", lambda: None)  # what is recorded, with or without cache-dit
     assert Acceleration().lossy() == {"fp8": False, "first_block_cache": None}

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qs, quote, urlencode
 
-from dataflow.core.errors import RowError
-
 CONTAINERS = (".parquet", ".arrow", ".tar")
 _FIELDS = ("row", "column", "item", "member", "sha256")
 
@@ -76,16 +74,6 @@ def parse_reference(text: object) -> Optional[SourceRef]:
         return None
     located = ref.member is not None if ref.kind == "tar" else ref.row is not None and ref.column is not None
     return ref if located else None
-
-
-def shard_version(ref: SourceRef) -> tuple:
-    """(mtime, size) of the reference's shard, which keys the caches of what was read from it; ``RowError`` when
-    the shard cannot be opened."""
-    try:
-        info = os.stat(ref.container)
-    except OSError as exc:
-        raise RowError(f"{ref}: cannot open its shard {ref.container}: {exc.strerror or exc}") from None
-    return info.st_mtime_ns, info.st_size
 
 
 def content_id(ref_or_text: object) -> Optional[str]:

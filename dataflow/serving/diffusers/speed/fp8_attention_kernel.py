@@ -1,8 +1,8 @@
 """The Triton kernel of ``fp8_attention``: FP8 Q·K^T and P·V with float32 accumulation and an online softmax.
 
 Imported only when FP8 attention is used: it needs Triton (shipped with CUDA builds of torch). It takes what
-``fp8_attention.quantize_inputs`` returns; one program computes ``BLOCK_M`` query rows of one head, visiting the
-key blocks in order, as ``fp8_attention.reference_attention`` does.
+``fp8_attention_math.quantize_inputs`` returns; one program computes ``BLOCK_M`` query rows of one head, visiting the
+key blocks in order, as ``fp8_attention_math.reference_attention`` does.
 
 The kernel is a ``torch.library`` custom op, so ``torch.compile`` keeps it as one opaque call inside a compiled
 block (the quantization around it is traced and fused). Under Triton's interpreter (``TRITON_INTERPRET=1``, on the
@@ -19,7 +19,11 @@ import torch
 import triton
 import triton.language as tl
 
-from dataflow.serving.fp8_attention import BLOCK_M, BLOCK_N, P_SCALE
+from dataflow.serving.diffusers.speed.fp8_attention_math import (
+    BLOCK_M,
+    BLOCK_N,
+    P_SCALE,
+)
 
 # Launch configurations tried on the first call for each key length and head size (not under the interpreter).
 CONFIGS = [triton.Config({}, num_warps=warps, num_stages=stages) for warps in (4, 8) for stages in (2, 3, 4)]
@@ -103,7 +107,7 @@ def _output_like(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def attention_from_fp8(q: torch.Tensor, q_scale: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor,
                        v_t: torch.Tensor, v_scale: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16
                        ) -> torch.Tensor:
-    """Attention from FP8 inputs (``fp8_attention.QuantizedInputs``); returns (batch, heads, tokens, head_dim)."""
+    """Attention from FP8 inputs (``fp8_attention_math.QuantizedInputs``); returns (batch, heads, tokens, head_dim)."""
     batch, heads, n_q, dim = q.shape
     n_k = k.shape[-2]
     out = _output_like(q, out_dtype)

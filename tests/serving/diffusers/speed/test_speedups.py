@@ -6,11 +6,11 @@ import pytest
 
 from dataflow.core.errors import InputError
 from dataflow.core.request import EditRequest
-from dataflow.serving.acceleration import Acceleration
+from dataflow.serving.diffusers.speed.options import Acceleration
 
 pytest.importorskip("diffusers")
 from dataflow.serving.diffusers.serving import DiffusersEditServing  # noqa: E402
-from tests.serving.test_diffusers_families import picture  # noqa: E402
+from tests.serving.diffusers.test_families import picture  # noqa: E402
 
 
 def edited(model, acceleration):
@@ -35,7 +35,7 @@ def test_generic_speedups_apply_and_keep_pixels_close(family_model, options, tol
     serving, fast = edited(model, Acceleration(**options))
     assert np.abs(plain - fast).mean() <= tolerance
     if options.get("fp8"):
-        from dataflow.serving.fp8 import Fp8Linear
+        from dataflow.serving.diffusers.speed.fp8 import Fp8Linear
 
         assert any(isinstance(m, Fp8Linear) for m in serving.pipe.transformer.modules())
     if options.get("fuse_qkv"):

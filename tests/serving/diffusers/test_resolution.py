@@ -1,6 +1,10 @@
 import pytest
 
-from dataflow.serving.resolution import output_size, reference_size, round_to_multiple
+from dataflow.serving.diffusers.resolution import (
+    output_size,
+    reference_size,
+    round_to_multiple,
+)
 
 # A subset of diffusers' PREFERRED_KONTEXT_RESOLUTIONS, so this test runs without diffusers installed.
 PREFERRED = [(672, 1568), (832, 1248), (1024, 1024), (1248, 832), (1328, 800), (1392, 752), (1568, 672)]

@@ -1,9 +1,9 @@
 """Linear layer + tanh GELU in one cuBLASLt call (the GELU runs in the GEMM's epilogue).
 
 FLUX's MLPs compute ``gelu(x @ W.T + b, approximate="tanh")``: 57 times per step on about 8,700 tokens times 12,288
-channels. Unfused, the GELU is its own pass over that activation: 4 ms a step on an H200 for the double-stream
-blocks, and in the single-stream blocks it is folded into the 8.6 ms kernel that also builds ``proj_out``'s input
-(``benchmarks/results/profiles``). ``torch._addmm_activation(..., use_gelu=True)`` asks cuBLASLt for the GEMM with a
+channels. Unfused, the GELU is its own pass over that activation in the double-stream blocks, and in the
+single-stream blocks it is folded into the kernel that also builds ``proj_out``'s input (the kernel profiles in
+docs/performance.md). ``torch._addmm_activation(..., use_gelu=True)`` asks cuBLASLt for the GEMM with a
 bias+GELU epilogue; its GELU is the tanh approximation, which is what FLUX uses, so the output differs only by
 float rounding. Inductor keeps the op as one library call (it has no decomposition for it in its table).
 

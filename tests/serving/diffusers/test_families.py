@@ -126,7 +126,7 @@ def test_fingerprints_name_the_family_pipeline_and_parameters(tiny_qwen_edit_plu
 
 def test_diffusers_serving_picks_the_family_from_the_folder(tiny_model_dir, tiny_qwen_edit_plus_dir,
                                                             tiny_flux2_klein_dir):
-    from dataflow.serving.flux_kontext_serving import FluxKontextServing
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
 
     kontext = diffusers_serving(tiny_model_dir, num_inference_steps=None, guidance_scale=None,
                                 max_sequence_length=None)
