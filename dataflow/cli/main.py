@@ -18,7 +18,9 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from dataflow import __version__
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
+from dataflow.cli.parser import ArgumentParser
 from dataflow.cli.export import add_export_parser, command_export
 from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
 from dataflow.core.errors import InputError
@@ -41,7 +43,8 @@ OUTPUT_PREFIX = "edited"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dataflow-edit", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="dataflow-edit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="edit the images of an input file")
@@ -60,16 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--true-cfg-scale", type=float, default=None, help="Qwen-Image-Edit: true classifier-free guidance scale")
     add("--negative-prompt", default=None, help="Qwen-Image-Edit: the negative prompt of true CFG")
     add("--batch-size", type=int, default=4, help="rows per batch")
-    add("--height", type=int, default=1024, help="height x width is the output area; the shape follows the input")
-    add("--width", type=int, default=1024)
-    add("--seed", type=int, default=0)
+    add("--height", type=int, default=1024,
+        help="diffusers: height x width is the output's area in pixels; its shape follows the input's")
+    add("--width", type=int, default=1024, help="diffusers: see --height")
+    add("--seed", type=int, default=0,
+        help="diffusers: the base seed; each output image's seed comes from it and the row's identity")
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
     add_acceleration_flags(run)
     add_engine_flags(run)
     add_api_flags(run.add_argument_group("api backend"))
-    add("--image-key", default="images")
-    add("--conversation-key", default="conversations")
-    add("--output-key", default="output_image")
+    add("--image-key", default="images", help="the input column holding each row's image path(s)")
+    add("--conversation-key", default="conversations",
+        help="the input column holding the instruction: a conversation list or a plain string")
+    add("--output-key", default="output_image", help="the output column listing each row's edited images")
     add("--save-interval", type=int, default=10, help="rows per durable checkpoint")
     add("--skip-malformed-lines", action="store_true", help="skip invalid JSONL lines with a warning")
     add("--dry-run", action="store_true", help="check the input and the model without generating anything")
@@ -82,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
     gallery.add_argument("output", help="the output JSONL of a run")
-    gallery.add_argument("--debug", action="store_true")
+    gallery.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 

@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
 from dataflow.cli.exits import run_main
+from dataflow.cli.parser import ArgumentParser
 from dataflow.engines.summary import describe_usage
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
@@ -62,13 +63,13 @@ class ImageEditingAPIPipeline:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Edit every image of a JSONL file by its instruction, through an "
+    parser = ArgumentParser(description="Edit every image of a JSONL file by its instruction, through an "
                                                  "image edit API (OpenAI-compatible or Gemini).")
     add_storage_flags(parser, cache_path="./cache_local/image_edit_api")
     add_api_flags(parser, separator="_")
     add = parser.add_argument
     add("--model_name", default=None, help="default: gpt-image-1 (openai) or gemini-2.5-flash-image (gemini)")
-    add("--Image_gen_task", default="imageedit")
+    add("--Image_gen_task", default="imageedit", help="imageedit (the only task)")
     add("--batch_size", type=int, default=4, help="accepted for compatibility; each row is its own request")
     add("--num_images_per_prompt", type=int, default=1, help="edited images per row")
     add_operator_flags(parser)
