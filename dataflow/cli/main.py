@@ -79,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--save-interval", type=int, default=10, help="rows per durable checkpoint")
     add("--skip-malformed-lines", action="store_true", help="skip invalid JSONL lines with a warning")
     add("--dry-run", action="store_true", help="check the input and the model without generating anything")
-    add("--no-gallery", action="store_true", help="do not write gallery.html")
+    add("--no-gallery", action="store_true", help="do not write the gallery (edited_step1.gallery.html)")
     add("--debug", action="store_true", help="show tracebacks")
 
     add_score_parser(commands)
     add_filter_parser(commands)
     add_export_parser(commands)
 
-    gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
+    gallery = commands.add_parser("gallery", help="rebuild the gallery of an output file (OUTPUT.gallery.html)")
     gallery.add_argument("output", help="the output JSONL of a run")
     gallery.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

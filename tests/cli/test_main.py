@@ -133,7 +133,7 @@ def test_fp8_scaling_is_part_of_the_run_and_a_change_is_refused_on_resume(tmp_pa
 
 def test_a_run_writes_its_gallery_and_the_gallery_command_rebuilds_it(tmp_path, mixed_input):
     result = cli("run", mixed_input, "--backend", "classic", "--out", "out", cwd=tmp_path)
-    page = tmp_path / "out" / "gallery.html"
+    page = tmp_path / "out" / "edited_step1.gallery.html"
     assert result.returncode == 1 and page.is_file()
     html = page.read_text()
     assert "Rotate the image 90 degrees clockwise." in html and "generative backend" in html
@@ -184,3 +184,19 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_model_loads
         assert result.returncode == 2, result.stderr
         lines = [line for line in result.stderr.splitlines() if "<frozen runpy>" not in line]  # python -m's own
         assert len(lines) == 1 and lines[0].startswith("error: cannot create the output folder " + out)
+
+
+def test_a_10_mb_instruction_fails_its_row_at_once_and_is_not_copied_into_the_reports(tmp_path):
+    """Such a row used to pin a core for over 12 minutes, then put 20 MB into its error, the progress file and
+    the gallery each."""
+    write_image(tmp_path / "a.png", 40, 20)
+    huge = "make it brighter, " * 600_000 + "then flip it"
+    write_jsonl(tmp_path / "in.jsonl", [edit_row("a.png", huge, id="huge"), edit_row("a.png", "Blur it.", id="ok")])
+    result = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    rows = {row["id"]: row for row in read_jsonl(tmp_path / "out" / "edited_step1.jsonl")}
+    error = rows["huge"]["output_image_error"]
+    assert "10,800,012 characters long" in error and len(error) < 300
+    assert rows["ok"]["output_image"] and rows["huge"]["conversations"][0]["content"] == huge  # the row as given
+    assert os.path.getsize(next((tmp_path / "out").glob("*.progress.jsonl"))) < 10_000
+    assert os.path.getsize(tmp_path / "out" / "edited_step1.gallery.html") < 20_000
