@@ -66,6 +66,9 @@ class ChangeMetric(Metric):
     def check(self) -> None:
         import_ssim()
 
+    def check_dependencies(self) -> None:
+        import_ssim()
+
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
         return [self.score_one(item) for item in items]
 
