@@ -200,3 +200,19 @@ def test_a_10_mb_instruction_fails_its_row_at_once_and_is_not_copied_into_the_re
     assert rows["ok"]["output_image"] and rows["huge"]["conversations"][0]["content"] == huge  # the row as given
     assert os.path.getsize(next((tmp_path / "out").glob("*.progress.jsonl"))) < 10_000
     assert os.path.getsize(tmp_path / "out" / "edited_step1.gallery.html") < 20_000
+
+
+def test_hints_name_the_flags_of_the_cli(tmp_path, mixed_input):
+    """The CLI's hints named the seed script's --skip_malformed_lines and --hf_model_name_or_path."""
+    (tmp_path / "bad.jsonl").write_text('{"images": "a.png", "conversations": "Unterminated', encoding="utf-8")
+    result = cli("run", "bad.jsonl", "--backend", "classic", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "(Unterminated string starting at column" in result.stderr and "at at" not in result.stderr
+    assert "--skip-malformed-lines" in result.stderr and "--skip_malformed_lines" not in result.stderr
+
+    result = cli("run", mixed_input, "--model", "nobody/no-model", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "RuntimeWarning" not in line]
+    assert lines == ["error: nobody/no-model is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids "
+                     "downloading it. Download it elsewhere and pass the local folder instead "
+                     "(--model /path/to/no-model)."]

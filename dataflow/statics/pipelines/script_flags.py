@@ -15,6 +15,12 @@ EXAMPLE_FILE = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardi
                                              "prompts.jsonl"))
 
 
+# The CLI flags whose options the seed scripts name otherwise (messages name options by their CLI flags); the
+# others differ only by "_" for "-" (see ``dataflow.core.flags.flag_respeller``).
+RENAMED_FLAGS = {"--image-key": "--input_image_key", "--conversation-key": "--input_conversation_key",
+                 "--output-key": "--output_image_key", "--out": "--cache_path"}
+
+
 def add_storage_flags(parser: argparse.ArgumentParser, cache_path: str) -> None:
     """``FileStorage``'s parameters and the image folder; step files go to ``cache_path`` by default."""
     add = parser.add_argument

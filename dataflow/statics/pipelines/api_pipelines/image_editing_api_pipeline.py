@@ -20,14 +20,18 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
 
 from dataflow.cli.exits import run_main
 from dataflow.cli.parser import ArgumentParser
+from dataflow.core.flags import flag_respeller
 from dataflow.engines.summary import describe_usage
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.serving.api.flags import URL_VARIABLE, add_api_flags
 from dataflow.serving.api_image_gen_serving import APIImageGenServing
 from dataflow.statics.pipelines.script_flags import (
-    add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
+    RENAMED_FLAGS, add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
 )
+
+# The CLI flags of APIImageGenServing's parameters, as this script names them.
+SERVING_FLAGS = {"--model": "--model_name", "--images-per-prompt": "--num_images_per_prompt"}
 
 
 
@@ -77,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def body() -> int:
         pipeline = ImageEditingAPIPipeline(args)
@@ -89,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(summary.output_path)
         return summary.exit_code
 
-    return run_main(body, debug=args.debug)
+    return run_main(body, debug=args.debug, respell=flag_respeller(parser, {**RENAMED_FLAGS, **SERVING_FLAGS}))
 
 
 if __name__ == "__main__":

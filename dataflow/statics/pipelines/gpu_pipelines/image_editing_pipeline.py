@@ -18,14 +18,20 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
 
 from dataflow.cli.exits import run_main
 from dataflow.cli.parser import ArgumentParser
+from dataflow.core.flags import flag_respeller
 from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.serving.acceleration import Acceleration, add_acceleration_flags
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing
 from dataflow.statics.pipelines.script_flags import (
-    add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
+    RENAMED_FLAGS, add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
 )
+
+# The CLI flags of LocalImageGenServing's parameters, as this script names them.
+SERVING_FLAGS = {"--model": "--hf_model_name_or_path", "--steps": "--diffuser_num_inference_steps",
+                 "--guidance": "--diffuser_guidance_scale", "--images-per-prompt": "--diffuser_num_images_per_prompt",
+                 "--height": "--diffuser_image_height", "--width": "--diffuser_image_width"}
 
 
 
@@ -81,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--diffuser_image_height", type=int, default=1024,
         help="height x width is the output's area in pixels; its shape follows the input's")
     add("--diffuser_image_width", type=int, default=1024, help="see --diffuser_image_height")
-    add("--seed", type=int, default=0, help="the base seed; each output image's seed comes from it and the row's identity")
+    add("--seed", type=int, default=0,
+        help="the base seed; each output image's seed comes from it and the row's identity")
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     add_acceleration_flags(parser, separator="_")
     add_engine_flags(parser, separator="_")
@@ -90,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def body() -> int:
         summary = ImageEditingPipeline(args).forward()
@@ -98,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(summary.output_path)
         return summary.exit_code
 
-    return run_main(body, debug=args.debug)
+    return run_main(body, debug=args.debug, respell=flag_respeller(parser, {**RENAMED_FLAGS, **SERVING_FLAGS}))
 
 
 if __name__ == "__main__":
