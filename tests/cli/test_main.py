@@ -216,3 +216,17 @@ def test_hints_name_the_flags_of_the_cli(tmp_path, mixed_input):
     assert lines == ["error: nobody/no-model is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids "
                      "downloading it. Download it elsewhere and pass the local folder instead "
                      "(--model /path/to/no-model)."]
+
+
+def test_an_input_with_other_column_names_stops_before_any_work_naming_the_flags(tmp_path):
+    """Every row used to fail alike, one by one: "the row has no field 'images' (its fields: image, ...)"."""
+    write_image(tmp_path / "a.png", 40, 20)
+    write_jsonl(tmp_path / "in.jsonl", [{"image": "a.png", "instruction": "Blur it.", "source": "web"}] * 3)
+    result = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "name the columns to read with --image-key image --conversation-key instruction")
+    assert not (tmp_path / "out" / "edited_step1.jsonl").exists()
+    again = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", "--image-key", "image",
+                "--conversation-key", "instruction", "--no-gallery", cwd=tmp_path)
+    assert again.returncode == 0 and "3 edited" in again.stderr
