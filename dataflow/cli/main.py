@@ -97,6 +97,7 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
     if args.backend == "classic":
         from dataflow.serving.classic_edit_serving import ClassicEditServing
 
+        check_classic_flags(args)
         return ClassicEditServing(image_io=image_io, batch_size=args.batch_size)
     if args.backend == "api":
         from dataflow.serving.api.flags import api_serving_from_flags
@@ -111,6 +112,23 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
         negative_prompt=args.negative_prompt, num_images_per_prompt=args.images_per_prompt, height=args.height,
         width=args.width, seed=args.seed, acceleration=Acceleration.from_flags(args),
     )
+
+
+# Generation flags the classic backend has no use for: its edits are exact, with no model, sampling or size.
+CLASSIC_IGNORES = ("seed", "height", "width", "steps", "guidance", "true_cfg_scale", "negative_prompt")
+
+
+def check_classic_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--images-per-prompt`` above 1 (the classic backend would write identical copies of one exact
+    edit), and say once which generation flags it ignores, rather than accept them silently."""
+    if args.images_per_prompt != 1:
+        raise InputError(f"--images-per-prompt {args.images_per_prompt}: the classic backend's edits are exact, "
+                         "so every image of a row would be the same; leave it at 1")
+    defaults = build_parser().parse_args(["run", args.input])
+    given = [name for name in CLASSIC_IGNORES if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        print(f"note: the classic backend ignores {flags}: its edits are exact and deterministic", file=sys.stderr)
 
 
 def command_run(args: argparse.Namespace) -> int:

@@ -230,3 +230,17 @@ def test_an_input_with_other_column_names_stops_before_any_work_naming_the_flags
     again = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", "--image-key", "image",
                 "--conversation-key", "instruction", "--no-gallery", cwd=tmp_path)
     assert again.returncode == 0 and "3 edited" in again.stderr
+
+
+def test_the_classic_backend_refuses_several_images_per_row_and_says_which_flags_it_ignores(tmp_path, mixed_input):
+    """Both used to be accepted silently: --images-per-prompt gave nothing more, --seed changed nothing."""
+    refused = cli("run", mixed_input, "--backend", "classic", "--images-per-prompt", "3", "--out", "out",
+                  cwd=tmp_path)
+    assert refused.returncode == 2 and not (tmp_path / "out" / "edited_step1.jsonl").exists()
+    assert "--images-per-prompt 3: the classic backend's edits are exact" in refused.stderr
+    noted = cli("run", mixed_input, "--backend", "classic", "--seed", "7", "--width", "512", "--out", "out",
+                "--no-gallery", cwd=tmp_path)
+    assert noted.returncode == 1 and "2 edited" in noted.stderr
+    assert noted.stderr.count("note: the classic backend ignores --seed, --width:") == 1
+    plain = cli("run", mixed_input, "--backend", "classic", "--out", "out2", "--no-gallery", cwd=tmp_path)
+    assert "ignores" not in plain.stderr
