@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 
 from dataflow import __version__
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
-from dataflow.cli.parser import ArgumentParser
 from dataflow.cli.export import add_export_parser, command_export
+from dataflow.cli.parser import ArgumentParser
 from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
