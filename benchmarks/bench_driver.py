@@ -187,7 +187,7 @@ def measure(rows: int, kind: str = "jsonl") -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts, each run alone")
     parser.add_argument("--input", choices=sorted(KEYS), default="jsonl", help="what the rows are stored as")
     parser.add_argument("--out", default=None, help="also write the JSON here")

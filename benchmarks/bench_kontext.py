@@ -504,7 +504,7 @@ def write(result: dict, path: Optional[str]) -> None:
 
 
 def main(argv: Optional[list] = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: for CI and parity")
     parser.add_argument("--modes", default=None, help=f"comma-separated subset of {', '.join(MODES)}")
     parser.add_argument("--steps", type=int, default=None, help="default 28 (2 with --tiny)")

@@ -136,7 +136,7 @@ def compile_numerics(double: int, single: int) -> dict:
 
 
 def main(argv: Optional[list] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--seconds", type=float, default=12.0, help="length of the sustained GEMM run")
     parser.add_argument("--double", type=int, default=2)
     parser.add_argument("--single", type=int, default=4)

@@ -164,7 +164,7 @@ def parse_error(parser: argparse.ArgumentParser, args: list[str]) -> Optional[st
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             parser.parse_args(fill_placeholders(parser, args))
     except SystemExit as exit_info:
-        if exit_info.code == 0 and ("--help" in args or "-h" in args):
+        if exit_info.code == 0 and ("--help" in args or "-h" in args or "--version" in args):
             return None
         return stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else f"exit {exit_info.code}"
     return None
@@ -363,3 +363,18 @@ def test_the_layout_draws_every_top_level_folder_and_package():
                 if path.startswith("dataflow/") and path.count("/") >= 2}
     lacking = sorted((folders | packages) - drawn)
     assert not lacking, f"the layout in docs/development.md lacks {lacking}"
+
+
+def test_the_torch_pin_named_in_development_md_is_the_makefiles():
+    """development.md said torch 2.13.0 while the Makefile pinned 2.14.1."""
+    (pins,) = re.findall(r"^TORCH \?= (.+)$", read("Makefile"), re.M)
+    for pin in pins.split():
+        assert f"`{pin}`" in read(os.path.join("docs", "development.md")), pin
+
+
+def test_the_readme_demo_without_make_activates_the_venv_make_demo_made():
+    """Run as shown after `make demo`, the command failed: `dataflow-edit: command not found`."""
+    text = read("README.md")
+    command = "dataflow-edit run dataflow/example/image_edit/demo.jsonl --backend classic --out demo_output"
+    block = text[:text.index(command)].rsplit("```bash", 1)[1]
+    assert "source .venv/bin/activate" in block

@@ -36,7 +36,7 @@ ROOM_LEVELS = {
     "dataflow.reports": 7,
     "dataflow.cli": 8,
     "dataflow.statics": 9,  # the seed scripts
-    "dataflow": 10,  # the package itself
+    "dataflow": 0,  # the package root: its version, and the logger set up once
 }
 
 

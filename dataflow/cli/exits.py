@@ -7,7 +7,7 @@ nothing generated. 128+N: stopped by signal N (130 for Ctrl-C, 143 for SIGTERM) 
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 from dataflow.core.errors import DataflowError, RunInterrupted
 
@@ -16,8 +16,13 @@ EXIT_ROWS_FAILED = 1
 EXIT_USAGE = 2
 
 
-def run_main(body: Callable[[], int], debug: bool = False) -> int:
-    """Run ``body`` and turn its errors into a one-line message on stderr and an exit code."""
+def run_main(body: Callable[[], int], debug: bool = False, respell: Optional[Callable[[str], str]] = None) -> int:
+    """Run ``body`` and turn its errors into a one-line message on stderr and an exit code.
+
+    Messages name options by their CLI flags; ``respell`` (``dataflow.core.flags.flag_respeller``) rewrites them
+    as the interface that runs ``body`` spells them (a seed script's ``--skip_malformed_lines``).
+    """
+    respell = respell or (lambda message: message)
     try:
         return body()
     except RunInterrupted as exc:
@@ -30,11 +35,11 @@ def run_main(body: Callable[[], int], debug: bool = False) -> int:
     except DataflowError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {respell(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # the run itself broke: say what, keep the traceback for --debug
         if debug:
             raise
-        print(f"error: the run failed ({type(exc).__name__}: {exc}); finished rows are checkpointed. "
+        print(f"error: the run failed ({type(exc).__name__}: {respell(str(exc))}); finished rows are checkpointed. "
               "Rerun with --debug for a traceback.", file=sys.stderr)
         return EXIT_ROWS_FAILED

@@ -18,14 +18,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from dataflow import __version__
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
 from dataflow.cli.export import add_export_parser, command_export
-from dataflow.cli.scoring import (
-    add_filter_parser,
-    add_score_parser,
-    command_filter,
-    command_score,
-)
+from dataflow.cli.parser import ArgumentParser
+from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import add_engine_flags, engine_from_flags
@@ -35,10 +32,7 @@ from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.reports.gallery import build_gallery_from_manifest
 from dataflow.serving.api.flags import add_api_flags
-from dataflow.serving.diffusers.speed.options import (
-    Acceleration,
-    add_acceleration_flags,
-)
+from dataflow.serving.diffusers.speed.options import Acceleration, add_acceleration_flags
 from dataflow.utils.manifest import write_manifest as write_manifest_file
 from dataflow.utils.storage import FileStorage, RowStream
 
@@ -49,7 +43,8 @@ OUTPUT_PREFIX = "edited"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dataflow-edit", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="dataflow-edit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="edit the images of an input file")
@@ -68,29 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
     add("--true-cfg-scale", type=float, default=None, help="Qwen-Image-Edit: true classifier-free guidance scale")
     add("--negative-prompt", default=None, help="Qwen-Image-Edit: the negative prompt of true CFG")
     add("--batch-size", type=int, default=4, help="rows per batch")
-    add("--height", type=int, default=1024, help="height x width is the output area; the shape follows the input")
-    add("--width", type=int, default=1024)
-    add("--seed", type=int, default=0)
+    add("--height", type=int, default=1024,
+        help="diffusers: height x width is the output's area in pixels; its shape follows the input's")
+    add("--width", type=int, default=1024, help="diffusers: see --height")
+    add("--seed", type=int, default=0,
+        help="diffusers: the base seed; each output image's seed comes from it and the row's identity")
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
     add_acceleration_flags(run)
     add_engine_flags(run)
     add_api_flags(run.add_argument_group("api backend"))
-    add("--image-key", default="images")
-    add("--conversation-key", default="conversations")
-    add("--output-key", default="output_image")
+    add("--image-key", default="images", help="the input column holding each row's image path(s)")
+    add("--conversation-key", default="conversations",
+        help="the input column holding the instruction: a conversation list or a plain string")
+    add("--output-key", default="output_image", help="the output column listing each row's edited images")
     add("--save-interval", type=int, default=10, help="rows per durable checkpoint")
     add("--skip-malformed-lines", action="store_true", help="skip invalid JSONL lines with a warning")
     add("--dry-run", action="store_true", help="check the input and the model without generating anything")
-    add("--no-gallery", action="store_true", help="do not write gallery.html")
+    add("--no-gallery", action="store_true", help="do not write the gallery (edited_step1.gallery.html)")
     add("--debug", action="store_true", help="show tracebacks")
 
     add_score_parser(commands)
     add_filter_parser(commands)
     add_export_parser(commands)
 
-    gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
+    gallery = commands.add_parser("gallery", help="rebuild the gallery of an output file (OUTPUT.gallery.html)")
     gallery.add_argument("output", help="the output JSONL of a run")
-    gallery.add_argument("--debug", action="store_true")
+    gallery.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -99,6 +97,7 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
     if args.backend == "classic":
         from dataflow.serving.classic.serving import ClassicEditServing
 
+        check_classic_flags(args)
         return ClassicEditServing(image_io=image_io, batch_size=args.batch_size)
     if args.backend == "api":
         from dataflow.serving.api.flags import api_serving_from_flags
@@ -113,6 +112,23 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
         negative_prompt=args.negative_prompt, num_images_per_prompt=args.images_per_prompt, height=args.height,
         width=args.width, seed=args.seed, acceleration=Acceleration.from_flags(args),
     )
+
+
+# Generation flags the classic backend has no use for: its edits are exact, with no model, sampling or size.
+CLASSIC_IGNORES = ("seed", "height", "width", "steps", "guidance", "true_cfg_scale", "negative_prompt")
+
+
+def check_classic_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--images-per-prompt`` above 1 (the classic backend would write identical copies of one exact
+    edit), and say once which generation flags it ignores, rather than accept them silently."""
+    if args.images_per_prompt != 1:
+        raise InputError(f"--images-per-prompt {args.images_per_prompt}: the classic backend's edits are exact, "
+                         "so every image of a row would be the same; leave it at 1")
+    defaults = build_parser().parse_args(["run", args.input])
+    given = [name for name in CLASSIC_IGNORES if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        print(f"note: the classic backend ignores {flags}: its edits are exact and deterministic", file=sys.stderr)
 
 
 def command_run(args: argparse.Namespace) -> int:

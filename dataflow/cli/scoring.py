@@ -38,7 +38,7 @@ def add_score_parser(commands) -> None:
     add("--batch-size", type=int, default=8, help="rows per scoring call")
     add("--save-interval", type=int, default=10, help="scored rows per durable checkpoint")
     add("--out", default=None, help="output folder (default: the input's folder)")
-    add("--no-gallery", action="store_true", help="do not rewrite gallery.html")
+    add("--no-gallery", action="store_true", help="do not write this step's gallery (beside its output file)")
     add("--debug", action="store_true", help="show tracebacks")
 
 
@@ -52,7 +52,7 @@ def add_filter_parser(commands) -> None:
         help="keep edits whose score NAME is at most VALUE (e.g. dino=0.95, change.ssim=0.98); repeatable")
     add("--drop-no-change", action="store_true", help="reject edits that changed (almost) nothing")
     add("--out", default=None, help="output folder (default: the input's folder)")
-    add("--no-gallery", action="store_true", help="do not rewrite gallery.html")
+    add("--no-gallery", action="store_true", help="do not write this step's gallery (beside its output file)")
     add("--debug", action="store_true", help="show tracebacks")
 
 

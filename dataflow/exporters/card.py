@@ -4,7 +4,7 @@ generation parameters, the scoring and the filters the rows passed.
 The parameters come from the progress files beside the exported file (their first line is
 ``{"fingerprint": {...}}``, see ``dataflow.utils.checkpoint``): the generation one (``edited_step1.progress.jsonl``
 for a run of the CLI) and the scoring one (``serving: "scores"``). The filters come from the ``_rejected`` sibling
-of a filtered file: how many rows had images each rule rejected (``clip_t >= 0.2: 12``).
+of a filtered file: how many rows had images each rule rejected (``clip_t < min 0.2: 12``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dataflow.io.atomic import atomic_open
-from dataflow.operators.core_vision.eval.image_edit_filter import rejected_path_for
+from dataflow.operators.core_vision.eval.image_edit_filter import rejected_path_for, rule_of
 from dataflow.utils.checkpoint import progress_path
 from dataflow.utils.manifest import read_manifest
 from dataflow.utils.storage import RowStream
@@ -68,8 +68,8 @@ def run_info(output_file: str) -> RunInfo:
     if os.path.isfile(rejected):
         info.filtered = True
         for row in RowStream(rejected, skip_malformed_lines=True):
-            for rule in row.get("rejected_because") or []:
-                info.filters[str(rule)] += 1
+            for rule in {rule_of(str(reason)) for reason in row.get("rejected_because") or []}:
+                info.filters[rule] += 1
     return info
 
 

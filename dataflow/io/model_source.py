@@ -51,8 +51,11 @@ def _download(repo_id: str, cache_dir: Optional[str], local_dir: Optional[str]) 
     except ImportError:
         raise ModelLoadError("downloading a model needs huggingface_hub: pip install 'dataflow-edit[diffusers]'") from None
     target = os.path.join(local_dir, repo_id.split("/")[-1]) if local_dir else None
-    hint = f"Download it elsewhere and pass the local folder instead (--hf_model_name_or_path /path/to/{repo_id.split('/')[-1]})."
-    logger.info("fetching %s from the Hugging Face Hub (or its local cache)", repo_id)
+    name = repo_id.split("/")[-1]
+    hint = f"Download it elsewhere and pass the local folder instead (--model /path/to/{name})."
+    offline = _hub_offline()
+    if not offline:  # offline, the one line said below is all there is to say
+        logger.info("fetching %s from the Hugging Face Hub (or its local cache)", repo_id)
     try:
         folder = snapshot_download(repo_id, cache_dir=cache_dir, local_dir=target, allow_patterns=DIFFUSERS_FILES)
     except GatedRepoError:
@@ -63,8 +66,19 @@ def _download(repo_id: str, cache_dir: Optional[str], local_dir: Optional[str]) 
     except RepositoryNotFoundError:
         raise ModelLoadError(f"{repo_id} was not found on the Hugging Face Hub (or it is private). {hint}") from None
     except Exception as exc:  # offline mode, no network, HTTP errors: all mean "cannot get it from the Hub"
+        if offline:
+            raise ModelLoadError(f"{repo_id} is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading "
+                                 f"it. {hint}") from None
+        reason = " ".join(str(exc).split())  # the Hub's messages run over several lines
         raise ModelLoadError(
-            f"could not download {repo_id} from the Hugging Face Hub ({type(exc).__name__}: {exc}). {hint}"
+            f"could not download {repo_id} from the Hugging Face Hub ({type(exc).__name__}: {reason}). {hint}"
         ) from None
     check_pipeline_folder(folder)
     return folder
+
+
+def _hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE forbids downloads (as huggingface_hub reads it)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)

@@ -1,10 +1,13 @@
 """A before/after gallery of a run: one HTML page showing each row's input, instruction and outputs.
 
-The page is written beside the output file as ``gallery.html``. It references only files inside its own folder,
-through relative URLs: thumbnails in ``gallery_files/`` and, as links, full-size outputs that lie under that
-folder. So it still works when the output folder is moved, copied to another machine or opened from disk
-(``file://``). It is plain HTML with inline CSS: no script, no external resource. Rebuilding gives the same
-files for the same inputs (no timestamps), and thumbnails are named after the row index, so a rebuild overwrites.
+The page is written beside the output file and named after it (``edited_step1.jsonl`` gets
+``edited_step1.gallery.html``), so each step of a run (edit, score, filter) keeps its own page. It references only
+files inside its own folder, through relative URLs: thumbnails in ``gallery_files/<output file's stem>/`` and, as
+links, full-size outputs that lie under that folder. So it still works when the output folder is moved, copied to
+another machine or opened from disk (``file://``). It is plain HTML with inline CSS: no script, no external
+resource. Rebuilding gives the same files for the same inputs (no timestamps), and thumbnails are named after the
+row index, so a rebuild overwrites. Long texts (a 10 MB instruction, a long error) are shown by their start and
+length.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import quote
 
 from dataflow.core.errors import InputError, RowError
 from dataflow.core.rows import image_path, instruction, is_missing
+from dataflow.core.text import shorten
 from dataflow.core.validation import check_positive_int
 from dataflow.io.atomic import atomic_open, atomic_write_bytes
 from dataflow.io.image_io import ImageIO
@@ -28,22 +32,26 @@ from dataflow.logger import get_logger
 from dataflow.utils.manifest import find_output_image, run_folders
 from dataflow.utils.storage import read_records
 
-GALLERY_NAME = "gallery.html"
+GALLERY_SUFFIX = ".gallery.html"
 FILES_DIR = "gallery_files"
 THUMB_QUALITY = 85
 _THUMB_NAME = re.compile(r"^row\d+_(in|out\d+)\.jpg$")
 _RAW_PREVIEW_CHARS = 300
+_TEXT_PREVIEW_CHARS = 2000  # of an instruction or an error
 _MAX_WORKERS = 8
 logger = get_logger()
 
 
 @dataclass
 class _Picture:
-    """One image cell: a thumbnail URL relative to the page, a link to the full-size file, or why there is none."""
+    """One image cell: a thumbnail URL relative to the page and its size, the full-size file's link and size, or
+    why there is none."""
 
     thumb: Optional[str] = None
     width: int = 0
     height: int = 0
+    full_width: int = 0
+    full_height: int = 0
     link: Optional[str] = None
     problem: Optional[str] = None
 
@@ -77,7 +85,7 @@ def build_gallery(
     limit: int | None = 1000,
     thumb_size: int = 320,
 ) -> str:
-    """Write ``gallery.html`` and ``gallery_files/`` beside ``output_file``; return the page's path.
+    """Write ``<stem>.gallery.html`` and ``gallery_files/<stem>/`` beside ``output_file``; return the page's path.
 
     Args:
         output_file: a run's output file (jsonl, json, csv or parquet, judged by its extension).
@@ -94,8 +102,10 @@ def build_gallery(
     output_file = os.path.abspath(output_file)
     gallery_dir = os.path.dirname(output_file)
     rows = read_records(output_file, skip_malformed_lines=True)
+    stem = os.path.splitext(os.path.basename(output_file))[0]
     builder = _GalleryBuilder(
         gallery_dir=gallery_dir,
+        files_dir=os.path.join(gallery_dir, FILES_DIR, stem),
         input_dir=os.path.abspath(input_dir) if input_dir else gallery_dir,
         run_dir=os.path.abspath(run_dir) if run_dir else gallery_dir,
         image_key=image_key,
@@ -108,11 +118,16 @@ def build_gallery(
     builder.remove_stale_thumbnails()
     counts = _count(rows, output_key)
     page = _render_page(os.path.basename(output_file), views, counts, len(rows))
-    path = os.path.join(gallery_dir, GALLERY_NAME)
+    path = gallery_path(output_file)
     with atomic_open(path) as handle:
         handle.write(page)
     logger.info("wrote gallery of %d of %d rows to %s", len(views), len(rows), path)
     return path
+
+
+def gallery_path(output_file: str) -> str:
+    """Where the gallery of ``output_file`` goes: ``out/edited_step1.jsonl`` -> ``out/edited_step1.gallery.html``."""
+    return os.path.splitext(os.path.abspath(output_file))[0] + GALLERY_SUFFIX
 
 
 def build_gallery_from_manifest(output_file: str, *, limit: int | None = 1000, thumb_size: int = 320) -> str:
@@ -130,9 +145,10 @@ def build_gallery_from_manifest(output_file: str, *, limit: int | None = 1000, t
 class _GalleryBuilder:
     """Turns rows into views, writing the thumbnails they need into ``gallery_files/`` on the way."""
 
-    def __init__(self, *, gallery_dir, input_dir, run_dir, image_key, conversation_key, output_key, thumb_size):
+    def __init__(self, *, gallery_dir, files_dir, input_dir, run_dir, image_key, conversation_key, output_key,
+                 thumb_size):
         self.gallery_dir = gallery_dir
-        self.files_dir = os.path.join(gallery_dir, FILES_DIR)
+        self.files_dir = files_dir
         self.input_dir = input_dir
         self.run_dir = run_dir
         self.image_key = image_key
@@ -164,7 +180,7 @@ class _GalleryBuilder:
             raw_conversation=raw,
             source=self.input_picture(index, row),
             outputs=outputs,
-            error=None if _blank(error) else str(error),
+            error=None if _blank(error) else shorten(str(error), _TEXT_PREVIEW_CHARS),
             scores=_scores_of(row, len(outputs)),
             rejected_because=", ".join(map(str, _as_list(row.get("rejected_because")))) or None,
         )
@@ -193,14 +209,15 @@ class _GalleryBuilder:
             image = self.image_io.read(source)
         except RowError as exc:
             return _Picture(problem=str(exc))
+        full_width, full_height = image.size
         image.thumbnail((self.thumb_size, self.thumb_size))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=THUMB_QUALITY)
         atomic_write_bytes(os.path.join(self.files_dir, name), buffer.getvalue())
         self.written.add(name)
-        return _Picture(
-            thumb=_url(f"{FILES_DIR}/{name}"), width=image.width, height=image.height, link=self.link_to(source)
-        )
+        thumb = os.path.relpath(os.path.join(self.files_dir, name), self.gallery_dir)
+        return _Picture(thumb=_url(thumb), width=image.width, height=image.height, full_width=full_width,
+                        full_height=full_height, link=self.link_to(source))
 
     def link_to(self, source: str) -> Optional[str]:
         """A relative URL to ``source`` when it lies inside the gallery's folder tree, so links survive a move."""
@@ -221,7 +238,7 @@ class _GalleryBuilder:
 def _instruction_of(row: Mapping[str, Any], key: str) -> tuple[Optional[str], Optional[str], Optional[str]]:
     """(instruction, None, None), or (None, the problem, a preview of the raw value) when it cannot be read."""
     try:
-        return instruction(row, key), None, None
+        return shorten(instruction(row, key), _TEXT_PREVIEW_CHARS), None, None
     except RowError as exc:
         raw = json.dumps(row.get(key), ensure_ascii=False, default=str)
         if len(raw) > _RAW_PREVIEW_CHARS:
@@ -275,14 +292,15 @@ table { border-collapse: collapse; width: 100%; background: #fff; }
 th, td { border: 1px solid #ddd; padding: .5em; vertical-align: top; text-align: left; }
 th { background: #eee; }
 tr.failed td { background: #fff4f4; }
-img { display: block; max-width: 100%; height: auto; border: 1px solid #ccc; }
+img { display: block; max-width: none; height: auto; border: 1px solid #ccc; }
 .pictures { display: flex; flex-wrap: wrap; gap: .5em; }
 .note { color: #666; font-style: italic; word-break: break-word; }
 .scores { font-size: .8em; color: #333; max-width: 20em; }
 .edit { display: inline-block; vertical-align: top; margin-right: .5em; }
 .error { color: #a00; white-space: pre-wrap; word-break: break-word; margin-top: .4em; }
 .instruction { max-width: 30em; white-space: pre-wrap; word-break: break-word; }
-.id { color: #666; font-size: .85em; word-break: break-all; }
+.id { color: #666; font-size: .85em; white-space: nowrap; max-width: 16em; overflow: hidden; text-overflow: ellipsis; }
+.size { color: #666; font-size: .8em; }
 pre.raw { white-space: pre-wrap; word-break: break-all; font-size: .85em; margin: .3em 0 0; }
 """
 
@@ -313,7 +331,8 @@ def _render_counts(counts: dict[str, int], shown: int, total: int) -> str:
 
 
 def _render_row(view: _RowView) -> str:
-    index = f"{view.index}" + (f"<div class=\"id\">id: {_esc(view.row_id)}</div>" if view.row_id else "")
+    row_id = f"<div class=\"id\" title=\"{_esc(view.row_id)}\">id: {_esc(view.row_id)}</div>" if view.row_id else ""
+    index = f"{view.index}{row_id}"
     return (
         f"<tr class=\"{view.status}\" id=\"row-{view.index}\">"
         f"<td>{index}</td>"
@@ -384,14 +403,16 @@ def _scores_of(row: Mapping[str, Any], outputs: int) -> list:
 
 
 def _render_picture(picture: _Picture, label: str) -> str:
-    """A thumbnail, linked to the full-size file when there is a link; else a note saying why it is missing."""
+    """A thumbnail, linked to the full-size file when there is a link, over the full-size image's width x height;
+    else a note saying why it is missing."""
     if picture.thumb is None:
         return f"<div class=\"note\">{_esc(label)} image unavailable: {_esc(picture.problem)}</div>"
     img = (
         f"<img src=\"{_esc(picture.thumb)}\" width=\"{picture.width}\" height=\"{picture.height}\" "
         f"alt=\"{_esc(label)}\" loading=\"lazy\">"
     )
-    return f"<a href=\"{_esc(picture.link)}\">{img}</a>" if picture.link else img
+    linked = f"<a href=\"{_esc(picture.link)}\">{img}</a>" if picture.link else img
+    return f"{linked}<div class=\"size\">{picture.full_width}×{picture.full_height}</div>"
 
 
 def _esc(text: Optional[str]) -> str:

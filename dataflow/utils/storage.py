@@ -236,14 +236,14 @@ def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Ite
             try:
                 record = json.loads(line)
                 problem = None if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
-            except json.JSONDecodeError as exc:
-                problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
+            except json.JSONDecodeError as exc:  # some messages end in "at" ("Unterminated string starting at")
+                problem = f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
             if problem is None:
                 yield number, record
             elif not skip_malformed_lines:
                 raise InputError(
                     f"{path} line {number}: {problem}. Fix the line, or skip malformed lines "
-                    "(--skip_malformed_lines / FileStorage(skip_malformed_lines=True))."
+                    "(--skip-malformed-lines; in Python, FileStorage(skip_malformed_lines=True))."
                 )
             elif warn:
                 logger.warning("%s line %d skipped: %s", path, number, problem)

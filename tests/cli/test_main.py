@@ -133,7 +133,7 @@ def test_fp8_scaling_is_part_of_the_run_and_a_change_is_refused_on_resume(tmp_pa
 
 def test_a_run_writes_its_gallery_and_the_gallery_command_rebuilds_it(tmp_path, mixed_input):
     result = cli("run", mixed_input, "--backend", "classic", "--out", "out", cwd=tmp_path)
-    page = tmp_path / "out" / "gallery.html"
+    page = tmp_path / "out" / "edited_step1.gallery.html"
     assert result.returncode == 1 and page.is_file()
     html = page.read_text()
     assert "Rotate the image 90 degrees clockwise." in html and "generative backend" in html
@@ -184,3 +184,63 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_model_loads
         assert result.returncode == 2, result.stderr
         lines = [line for line in result.stderr.splitlines() if "<frozen runpy>" not in line]  # python -m's own
         assert len(lines) == 1 and lines[0].startswith("error: cannot create the output folder " + out)
+
+
+def test_a_10_mb_instruction_fails_its_row_at_once_and_is_not_copied_into_the_reports(tmp_path):
+    """Such a row used to pin a core for over 12 minutes, then put 20 MB into its error, the progress file and
+    the gallery each."""
+    write_image(tmp_path / "a.png", 40, 20)
+    huge = "make it brighter, " * 600_000 + "then flip it"
+    write_jsonl(tmp_path / "in.jsonl", [edit_row("a.png", huge, id="huge"), edit_row("a.png", "Blur it.", id="ok")])
+    result = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    rows = {row["id"]: row for row in read_jsonl(tmp_path / "out" / "edited_step1.jsonl")}
+    error = rows["huge"]["output_image_error"]
+    assert "10,800,012 characters long" in error and len(error) < 300
+    assert rows["ok"]["output_image"] and rows["huge"]["conversations"][0]["content"] == huge  # the row as given
+    assert os.path.getsize(next((tmp_path / "out").glob("*.progress.jsonl"))) < 10_000
+    assert os.path.getsize(tmp_path / "out" / "edited_step1.gallery.html") < 20_000
+
+
+def test_hints_name_the_flags_of_the_cli(tmp_path, mixed_input):
+    """The CLI's hints named the seed script's --skip_malformed_lines and --hf_model_name_or_path."""
+    (tmp_path / "bad.jsonl").write_text('{"images": "a.png", "conversations": "Unterminated', encoding="utf-8")
+    result = cli("run", "bad.jsonl", "--backend", "classic", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "(Unterminated string starting at column" in result.stderr and "at at" not in result.stderr
+    assert "--skip-malformed-lines" in result.stderr and "--skip_malformed_lines" not in result.stderr
+
+    result = cli("run", mixed_input, "--model", "nobody/no-model", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "RuntimeWarning" not in line]
+    assert lines == ["error: nobody/no-model is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids "
+                     "downloading it. Download it elsewhere and pass the local folder instead "
+                     "(--model /path/to/no-model)."]
+
+
+def test_an_input_with_other_column_names_stops_before_any_work_naming_the_flags(tmp_path):
+    """Every row used to fail alike, one by one: "the row has no field 'images' (its fields: image, ...)"."""
+    write_image(tmp_path / "a.png", 40, 20)
+    write_jsonl(tmp_path / "in.jsonl", [{"image": "a.png", "instruction": "Blur it.", "source": "web"}] * 3)
+    result = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "name the columns to read with --image-key image --conversation-key instruction")
+    assert not (tmp_path / "out" / "edited_step1.jsonl").exists()
+    again = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", "--image-key", "image",
+                "--conversation-key", "instruction", "--no-gallery", cwd=tmp_path)
+    assert again.returncode == 0 and "3 edited" in again.stderr
+
+
+def test_the_classic_backend_refuses_several_images_per_row_and_says_which_flags_it_ignores(tmp_path, mixed_input):
+    """Both used to be accepted silently: --images-per-prompt gave nothing more, --seed changed nothing."""
+    refused = cli("run", mixed_input, "--backend", "classic", "--images-per-prompt", "3", "--out", "out",
+                  cwd=tmp_path)
+    assert refused.returncode == 2 and not (tmp_path / "out" / "edited_step1.jsonl").exists()
+    assert "--images-per-prompt 3: the classic backend's edits are exact" in refused.stderr
+    noted = cli("run", mixed_input, "--backend", "classic", "--seed", "7", "--width", "512", "--out", "out",
+                "--no-gallery", cwd=tmp_path)
+    assert noted.returncode == 1 and "2 edited" in noted.stderr
+    assert noted.stderr.count("note: the classic backend ignores --seed, --width:") == 1
+    plain = cli("run", mixed_input, "--backend", "classic", "--out", "out2", "--no-gallery", cwd=tmp_path)
+    assert "ignores" not in plain.stderr

@@ -1,6 +1,7 @@
 """dataflow-edit score and filter on a real run's output, and the same steps through the Python operators."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -129,3 +130,17 @@ def test_a_scored_and_filtered_run_exports_to_a_dataset_that_loads(tmp_path, mon
     (row,) = read_jsonl(kept)
     assert np.array_equal(np.asarray(example["edited_image"].convert("RGB")),
                           np.asarray(Image.open(row["output_image"][0]).convert("RGB")))
+
+
+@pytest.mark.parametrize("metrics", ["clip", "change,dino", "judge"])
+def test_a_metric_without_its_packages_is_one_line_naming_the_extra_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                                   metrics):
+    """Without torch, 'score --metrics clip' used to fail in the middle of the run ('the run failed
+    (ModuleNotFoundError ...); finished rows are checkpointed') with exit 1."""
+    output = make_run(tmp_path, monkeypatch, capsys)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails, as where it is not installed
+    assert main(["score", output, "--metrics", metrics]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "pip install 'dataflow-edit[diffusers,eval]'" in error
+    assert "checkpointed" not in error and "torch" in error
+    assert not [name for name in os.listdir("out") if name.startswith("scored_step1")]

@@ -39,7 +39,7 @@ class Run:
 
 @pytest.fixture
 def run(tmp_path) -> Run:
-    """Rows: r0 (PNG source, one edit), r1 (JPEG source, two edits; the second fails clip_t >= 0.2), r2 (two
+    """Rows: r0 (PNG source, one edit), r1 (JPEG source, two edits; the second fails clip_t >= 0.2 with 0.1), r2 (two
     sources), r3 (failed: no output, an error). Edited paths are relative to the run's working directory."""
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()

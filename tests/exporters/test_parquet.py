@@ -98,10 +98,10 @@ def test_rejected_examples_are_marked_and_the_card_lists_the_filters(run, tmp_pa
     assert (summary.written, summary.rejected_written, summary.skipped_failed) == (4, 1, 1)
     rows = list(load(out, tmp_path))
     rejected = [row for row in rows if row["rejected"]]
-    assert [(r["id"], r["rejected_because"]) for r in rejected] == [("r1", ["clip_t >= 0.2"])]
+    assert [(r["id"], r["rejected_because"]) for r in rejected] == [("r1", ["clip_t 0.1 < min 0.2"])]
     assert all(row["rejected_because"] == [] for row in rows if not row["rejected"])
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert "## Filters" in card and "| `clip_t >= 0.2` | 1 |" in card and "| `no edited image` | 1 |" in card
+    assert "## Filters" in card and "| `clip_t < min 0.2` | 1 |" in card and "| `no edited image` | 1 |" in card
 
 
 def test_shards_split_by_size_and_a_rerun_replaces_them(run, tmp_path):

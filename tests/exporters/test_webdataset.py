@@ -57,7 +57,7 @@ def test_webdataset_default_shard_size_is_one_thousand_and_rejected_are_marked(r
     assert any("needs an edited image" in note for note in summary.notes)
     marked = {s["__key__"]: json.loads(s["json"]) for s in samples(summary.shards)}
     assert marked["rejected_00000000_0"]["rejected"] is True
-    assert marked["rejected_00000000_0"]["rejected_because"] == ["clip_t >= 0.2"]
+    assert marked["rejected_00000000_0"]["rejected_because"] == ["clip_t 0.1 < min 0.2"]
     assert "rejected" not in marked["00000000_0"]
 
 

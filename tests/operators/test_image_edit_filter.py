@@ -4,7 +4,7 @@ import pytest
 
 from dataflow.core.errors import InputError
 from dataflow.operators.core_vision import ImageEditFilter
-from dataflow.operators.core_vision.eval.image_edit_filter import rejected_path_for, score_value
+from dataflow.operators.core_vision.eval.image_edit_filter import rejected_path_for, rule_of, score_value
 from dataflow.utils.storage import FileStorage
 from tests.conftest import read_jsonl, write_jsonl
 
@@ -51,11 +51,12 @@ def test_rows_split_into_kept_and_rejected_with_the_failed_rules_named(tmp_path)
     assert [r["id"] for r in kept] == [0, 3]
     assert kept[1]["output_image"] == ["out/sample_3_0.png"] and kept[1]["scores"] == [scores()]
     because = {r["id"]: r["rejected_because"] for r in rejected}
-    assert because == {1: ["clip_t >= 0.2"], 2: ["dino <= 0.95", "no_change"], 3: ["judge.overall >= 6"],
-                       4: ["no edited image"]}
+    assert because == {1: ["clip_t 0.1 < min 0.2"], 2: ["dino 0.99 > max 0.95", "no_change"],
+                       3: ["judge.overall 2 < min 6"], 4: ["no edited image"]}
     assert [r["output_image"] for r in rejected if r["id"] == 3] == [["out/sample_3_1.png"]]
     assert (summary.kept_rows, summary.kept_images, summary.rejected_rows, summary.rejected_images) == (2, 2, 4, 3)
     assert summary.by_rule["no_change"] == 1 and summary.by_rule["no edited image"] == 1
+    assert summary.by_rule["clip_t < min 0.2"] == 1 and summary.by_rule["dino > max 0.95"] == 1
     assert summary.rejected_path == rejected_path_for(summary.output_path)
     assert summary.rejected_path.endswith("filtered_step1_rejected.jsonl")
 
@@ -71,3 +72,18 @@ def test_a_name_no_row_has_is_an_error_before_anything_is_written(tmp_path):
 def test_a_filter_needs_a_rule():
     with pytest.raises(InputError, match="at least one threshold"):
         ImageEditFilter()
+
+
+def test_a_reason_states_the_failed_condition_with_the_value_that_failed_it(tmp_path):
+    """It used to list the rule as written ("change.ssim <= 0.95" for an SSIM of 0.97): the opposite of what
+    happened."""
+    rows = [row(0, scores(ssim=0.9712345)), row(1, scores(ssim=0.95004)), row(2, scores(clip_t=0.19996)),
+            row(3, {"change": {"ssim": "n/a"}, "clip": {"clip_t": 0.3}}), row(4, {"clip": {"clip_t": 0.3}})]
+    summary, kept, rejected = run(tmp_path, rows, min={"clip_t": 0.2}, max={"change.ssim": 0.95})
+    because = {r["id"]: r["rejected_because"] for r in rejected}
+    assert because == {0: ["change.ssim 0.971 > max 0.95"], 1: ["change.ssim 0.95004 > max 0.95"],
+                       2: ["clip_t 0.19996 < min 0.2"], 3: ["change.ssim 'n/a' is not a number (max 0.95)"],
+                       4: ["change.ssim missing (max 0.95)"]}
+    assert summary.by_rule == {"change.ssim > max 0.95": 2, "clip_t < min 0.2": 1,
+                               "change.ssim 'n/a' is not a number (max 0.95)": 1, "change.ssim missing (max 0.95)": 1}
+    assert rule_of("change.ssim 0.971 > max 0.95") == "change.ssim > max 0.95"

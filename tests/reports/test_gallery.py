@@ -73,7 +73,7 @@ def build(root, input_file, output_file, **kwargs):
 def test_gallery_shows_rows_with_local_thumbnails_and_survives_a_move(tmp_path):
     input_file, output_file = make_run(tmp_path / "run")
     page = build(tmp_path / "run", input_file, output_file)
-    assert page == os.path.join(os.path.dirname(output_file), "gallery.html")
+    assert page == os.path.join(os.path.dirname(output_file), "result.gallery.html")
     text = open(page, encoding="utf-8").read()
     assert html.escape(ERROR, quote=True) in text and ERROR not in text
     assert "Make it &lt;brighter&gt; &amp; warmer." in text and "Say &quot;hi&quot;." in text
@@ -82,30 +82,29 @@ def test_gallery_shows_rows_with_local_thumbnails_and_survives_a_move(tmp_path):
 
     refs = assert_references_are_local(page)
     thumbs = [r for r in refs if r.startswith("gallery_files/")]
-    assert sorted(thumbs) == sorted(["gallery_files/row0_in.jpg", "gallery_files/row0_out0.jpg",
-                                     "gallery_files/row1_in.jpg", "gallery_files/row1_out0.jpg",
-                                     "gallery_files/row1_out1.jpg", "gallery_files/row2_in.jpg"])
+    assert sorted(thumbs) == sorted(f"gallery_files/result/{name}" for name in [
+        "row0_in.jpg", "row0_out0.jpg", "row1_in.jpg", "row1_out0.jpg", "row1_out1.jpg", "row2_in.jpg"])
     links = [r for r in refs if not r.startswith("gallery_files/")]
     assert sorted(links) == ["sample_0/sample_0_0.png", "sample_1/sample_1_0.png", "sample_1/sample_1_1.png"]
     for thumb in thumbs:
         with Image.open(os.path.join(os.path.dirname(page), thumb)) as image:
             assert max(image.size) <= 320
-    with Image.open(os.path.join(os.path.dirname(page), "gallery_files/row0_in.jpg")) as image:
+    with Image.open(os.path.join(os.path.dirname(page), "gallery_files/result/row0_in.jpg")) as image:
         assert image.size == (320, 160)  # shrunk, aspect ratio kept
-    with Image.open(os.path.join(os.path.dirname(page), "gallery_files/row1_in.jpg")) as image:
+    with Image.open(os.path.join(os.path.dirname(page), "gallery_files/result/row1_in.jpg")) as image:
         assert image.size == (100, 300)  # small enough already: never enlarged
 
     moved = tmp_path / "elsewhere" / "out"
     moved.parent.mkdir()
     shutil.move(os.path.dirname(output_file), moved)
-    assert_references_are_local(moved / "gallery.html")
+    assert_references_are_local(moved / "result.gallery.html")
 
 
 def test_rebuilding_overwrites_and_removes_stale_thumbnails(tmp_path):
     input_file, output_file = make_run(tmp_path)
     page = build(tmp_path, input_file, output_file)
     first = open(page, encoding="utf-8").read()
-    files = os.path.join(os.path.dirname(page), "gallery_files")
+    files = os.path.join(os.path.dirname(page), "gallery_files", "result")
     thumbs = {n: open(os.path.join(files, n), "rb").read() for n in os.listdir(files)}
 
     assert build(tmp_path, input_file, output_file) == page
@@ -139,6 +138,45 @@ def test_missing_and_broken_images_get_a_note_not_an_exception(tmp_path):
     assert "<img" not in text
 
 
+def test_each_step_file_gets_its_own_gallery(tmp_path):
+    """A filter step's gallery used to replace the run's, so the run's page showed only the kept rows."""
+    input_file, output_file = make_run(tmp_path)
+    kept = write_jsonl(os.path.join(os.path.dirname(output_file), "filtered_step1.jsonl"),
+                       [json.loads(open(output_file, encoding="utf-8").readline())])
+    run_page, kept_page = build(tmp_path, input_file, output_file), build(tmp_path, input_file, kept)
+    assert os.path.basename(kept_page) == "filtered_step1.gallery.html" and run_page != kept_page
+    assert "3 rows · 2 done · 1 failed" in open(run_page, encoding="utf-8").read()
+    assert "1 row · 1 done · 0 failed" in open(kept_page, encoding="utf-8").read()
+    assert len(assert_references_are_local(run_page)) == 9  # the other page's build left its thumbnails alone
+    assert len(assert_references_are_local(kept_page)) == 3
+
+
+def test_each_picture_shows_the_full_size_image_dimensions(tmp_path):
+    input_file, output_file = make_run(tmp_path)
+    text = open(build(tmp_path, input_file, output_file, thumb_size=64), encoding="utf-8").read()
+    assert text.count('<div class="size">400×200</div>') == 3  # two inputs and one output: not the thumbnails
+    assert text.count('<div class="size">100×300</div>') == 3
+
+
+def test_ids_do_not_break_mid_word_and_keep_their_full_text(tmp_path):
+    input_file, output_file = make_run(tmp_path)
+    text = open(build(tmp_path, input_file, output_file), encoding="utf-8").read()
+    (rule,) = re.findall(r"\.id \{[^}]*\}", text)
+    assert "break-all" not in rule and "white-space: nowrap" in rule
+    assert '<div class="id" title="a">id: a</div>' in text
+
+
+def test_a_huge_instruction_and_error_are_shown_by_their_start_and_length(tmp_path):
+    write_image(tmp_path / "a.png", 40, 20)
+    instruction, error = "make it brighter, " * 600_000 + "then flip it", "x" * 1_000_000
+    output_file = write_jsonl(tmp_path / "result.jsonl", [
+        edit_row("a.png", instruction, output_image=[], output_image_error=error)])
+    page = build_gallery(output_file)
+    text = open(page, encoding="utf-8").read()
+    assert os.path.getsize(page) < 20_000
+    assert "(10,800,012 characters)" in text and "(1,000,000 characters)" in text
+
+
 def test_absolute_output_paths_and_custom_keys(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -152,7 +190,8 @@ def test_absolute_output_paths_and_custom_keys(tmp_path):
     text = open(page, encoding="utf-8").read()
     assert "Blur it." in text and "1 row · 1 done · 0 failed" in text
     assert "<a href" not in text  # the full-size output lies outside the folder: no link that would break
-    assert sorted(assert_references_are_local(page)) == ["gallery_files/row0_in.jpg", "gallery_files/row0_out0.jpg"]
+    assert sorted(assert_references_are_local(page)) == ["gallery_files/result/row0_in.jpg",
+                                                         "gallery_files/result/row0_out0.jpg"]
 
 
 def test_manifest_supplies_the_folders_and_keys(tmp_path, monkeypatch):
@@ -182,7 +221,8 @@ window.addEventListener("load", function () {
   var result = document.createElement("pre");
   result.id = "probe-result";
   result.textContent = JSON.stringify(Array.prototype.map.call(document.images, function (img) {
-    return {src: img.getAttribute("src"), width: img.naturalWidth};
+    return {src: img.getAttribute("src"), width: img.naturalWidth, shown: img.getBoundingClientRect().width,
+            declared: Number(img.getAttribute("width"))};
   }));
   document.body.appendChild(result);
 });
@@ -204,10 +244,13 @@ def test_gallery_loads_in_headless_chromium_and_every_image_decodes(tmp_path):
     if browser is None:
         pytest.skip("no chromium on PATH (apt-get install chromium)")
     input_file, output_file = make_run(tmp_path / "run")
+    rows = [json.loads(line) for line in open(output_file, encoding="utf-8")]
+    rows[2]["output_image_error"] = "a long error that once squeezed the input thumbnail beside it " * 40
+    write_jsonl(output_file, rows)
     moved = tmp_path / "moved out"  # a space in the folder name, as file:// URLs must encode it
     shutil.move(os.path.dirname(build(tmp_path / "run", input_file, output_file)), moved)
 
-    page = open(moved / "gallery.html", encoding="utf-8").read()
+    page = open(moved / "result.gallery.html", encoding="utf-8").read()
     # Lazy images below the fold may never load headless; the probe loads them all at once instead.
     probe = moved / "probe.html"
     probe.write_text(page.replace(' loading="lazy"', "").replace("</body>", PROBE + "</body>"), encoding="utf-8")
@@ -225,3 +268,4 @@ def test_gallery_loads_in_headless_chromium_and_every_image_decodes(tmp_path):
     images = json.loads(html.unescape(match.group(1)))
     assert len(images) == 6
     assert all(img["width"] > 0 for img in images), images
+    assert all(img["shown"] == img["declared"] for img in images), images  # no thumbnail shrunk by the layout

@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from tests.conftest import edit_row, read_jsonl, write_jsonl
+from tests.conftest import edit_row, read_jsonl, write_image, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "dataflow", "statics", "pipelines", "gpu_pipelines", "image_editing_pipeline.py")
@@ -53,3 +53,22 @@ def test_a_bad_flag_value_exits_2_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "Image_gen_task='video' is not supported" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hints_name_the_flags_of_the_script(tmp_path):
+    """Hints named flags of the CLI or of no interface at all (--skip_malformed_lines in the CLI)."""
+    (tmp_path / "bad.jsonl").write_text('{"images": "a.png", "conversations": "Unterminated', encoding="utf-8")
+    result = run_script("--first_entry_file_name", "bad.jsonl", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "(Unterminated string starting at column" in result.stderr and "at at" not in result.stderr
+    assert "--skip_malformed_lines" in result.stderr and "--skip-malformed-lines" not in result.stderr
+
+    write_image(tmp_path / "a.png", 40, 20)
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"images": "a.png", "conversations": "Blur it."}\n', encoding="utf-8")
+    result = run_script("--first_entry_file_name", "in.jsonl", "--hf_model_name_or_path", "nobody/no-model",
+                        cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: nobody/no-model is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading it. "
+        "Download it elsewhere and pass the local folder instead (--hf_model_name_or_path /path/to/no-model)."]

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Callable, Optional
 
 from dataflow.core.errors import RowError
+from dataflow.core.text import shorten
 from dataflow.serving.classic.operations import (
     AutoContrast,
     Blur,
@@ -40,6 +41,10 @@ from dataflow.serving.classic.operations import (
 GRAMMAR_VERSION = "2"  # 2: words in another script fail the row instead of being dropped
 
 GENERATIVE_HINT = "use a generative backend (--backend flux-kontext)"
+
+# The longest instruction the classic backend reads. Real ones are a few hundred characters; a longer one is a
+# broken or hostile row, which fails at once instead of occupying a worker.
+MAX_INSTRUCTION_CHARS = 10_000
 
 # Strengths for tone and detail edits: "slightly", no amount, "a lot"; "by N%" gives N / 100.
 SLIGHT_STRENGTH = 0.1
@@ -89,19 +94,27 @@ class Amount:
         return self.text.startswith("to ")
 
 
-def parse(instruction: str) -> list[Operation]:
-    """The operations ``instruction`` asks for, in order; a ``RowError`` names the first clause it cannot do."""
+def parse(instruction: str, max_chars: Optional[int] = MAX_INSTRUCTION_CHARS) -> list[Operation]:
+    """The operations ``instruction`` asks for, in order; a ``RowError`` names the first clause it cannot do.
+
+    The time taken grows linearly with the instruction's length; one longer than ``max_chars`` (None: no limit)
+    is a ``RowError`` before any work.
+    """
     if not isinstance(instruction, str) or not instruction.strip():
         raise RowError("the instruction is empty")
+    if max_chars is not None and len(instruction) > max_chars:
+        raise RowError(f"the instruction is {len(instruction):,} characters long; the classic backend reads at "
+                       f"most {max_chars:,} (it starts {shorten(instruction, 60)!r})")
     unreadable = _unreadable_words(instruction)
     if unreadable:
         raise RowError(_unreadable_message(instruction, unreadable))
     text = normalize(instruction)
     clauses = [clause for clause in _CLAUSE_BREAK.split(text) if clause]
+    whole = shorten(text)  # once: quoting the whole text in each clause's subject made parsing quadratic
     operations: list[Operation] = []
     previous_tone: Optional[tuple[_Tone, int]] = None
     for clause in clauses:
-        subject = f"'{clause}'" if len(clauses) == 1 else f"clause '{clause}' of '{text}'"
+        subject = f"'{shorten(clause)}'" if len(clauses) == 1 else f"clause '{shorten(clause)}' of '{whole}'"
         amount, core = _split_clause(clause, subject)
         if not core:
             if amount is not None:
@@ -116,7 +129,7 @@ def parse(instruction: str) -> list[Operation]:
 
 def _no_edit_message(instruction: str) -> str:
     """Why an instruction of English words gave no operation: they ask for nothing ("please.")."""
-    return f"the instruction {instruction!r} does not ask for any edit"
+    return f"the instruction {shorten(instruction)!r} does not ask for any edit"
 
 
 def _unreadable_words(instruction: str) -> list[str]:
@@ -126,8 +139,9 @@ def _unreadable_words(instruction: str) -> list[str]:
 
 
 def _unreadable_message(instruction: str, words: list[str]) -> str:
-    cannot = (f"the classic backend cannot read {instruction!r}" if len(words) == len(re.findall(r"\w+", instruction))
-              else f"the classic backend cannot read {', '.join(map(repr, words[:5]))} in {instruction!r}")
+    quoted = repr(shorten(instruction))
+    cannot = (f"the classic backend cannot read {quoted}" if len(words) == len(re.findall(r"\w+", instruction))
+              else f"the classic backend cannot read {', '.join(repr(shorten(w, 40)) for w in words[:5])} in {quoted}")
     return (f"{cannot}: it understands the English phrases of its grammar, such as 'convert to grayscale' or "
             "'rotate 90 degrees clockwise'; for other languages and edits, use a generative backend "
             "(--backend flux-kontext, or --backend api)")

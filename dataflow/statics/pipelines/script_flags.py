@@ -15,13 +15,19 @@ EXAMPLE_FILE = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardi
                                              "prompts.jsonl"))
 
 
+# The CLI flags whose options the seed scripts name otherwise (messages name options by their CLI flags); the
+# others differ only by "_" for "-" (see ``dataflow.core.flags.flag_respeller``).
+RENAMED_FLAGS = {"--image-key": "--input_image_key", "--conversation-key": "--input_conversation_key",
+                 "--output-key": "--output_image_key", "--out": "--cache_path"}
+
+
 def add_storage_flags(parser: argparse.ArgumentParser, cache_path: str) -> None:
     """``FileStorage``'s parameters and the image folder; step files go to ``cache_path`` by default."""
     add = parser.add_argument
     add("--first_entry_file_name", default=EXAMPLE_FILE, help="input jsonl/json/csv/parquet")
     add("--cache_path", default=cache_path, help="folder of step files (and images)")
-    add("--file_name_prefix", default="dataflow_cache_step")
-    add("--cache_type", default="jsonl", choices=["jsonl", "json", "csv", "parquet"])
+    add("--file_name_prefix", default="dataflow_cache_step", help="step files are named PREFIX_stepN.TYPE")
+    add("--cache_type", default="jsonl", choices=["jsonl", "json", "csv", "parquet"], help="the step files' format")
     add("--skip_malformed_lines", action="store_true", help="skip invalid JSONL lines with a warning")
     add("--image_save_path", default=None, help="folder of edited images (default: --cache_path)")
 
@@ -30,9 +36,10 @@ def add_operator_flags(parser: argparse.ArgumentParser) -> None:
     """``PromptedImageEditGenerator``'s parameters, its row keys, and ``--debug``."""
     add = parser.add_argument
     add("--save_interval", type=int, default=10, help="rows per durable checkpoint")
-    add("--input_image_key", default="images")
-    add("--input_conversation_key", default="conversations")
-    add("--output_image_key", default="output_image")
+    add("--input_image_key", default="images", help="the input column holding each row's image path(s)")
+    add("--input_conversation_key", default="conversations",
+        help="the input column holding the instruction: a conversation list or a plain string")
+    add("--output_image_key", default="output_image", help="the output column listing each row's edited images")
     add("--debug", action="store_true", help="show tracebacks")
 
 

@@ -73,7 +73,8 @@ def test_a_dataset_input_runs_reruns_and_exports_with_the_sources_bytes(kind, tm
     code, captured = run_cli([source, *keys, "--out", "out"], capsys)
     assert code == 0 and f"0 edited, {n} skipped (done earlier)" in captured.err
     assert read_jsonl(output) == rows and stamps == {p: os.stat(p).st_mtime_ns for p in stamps}
-    assert os.path.isfile("out/gallery.html") and len(os.listdir("out/gallery_files")) == 2 * n
+    assert os.path.isfile("out/edited_step1.gallery.html")
+    assert len(os.listdir("out/gallery_files/edited_step1")) == 2 * n
 
     assert main(["export", output, "--format", "hf", "--out", "hf"]) == 0
     exported = datasets.load_dataset("parquet", data_dir="hf", cache_dir=str(tmp_path / "cache"))["train"]

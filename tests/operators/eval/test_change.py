@@ -64,10 +64,11 @@ def test_small_change_counts_as_no_change_below_the_threshold():
     assert score(source, edited, pixel_threshold=1.0)["changed_fraction"] == 0.0
 
 
-def test_source_of_another_size_is_resized_to_the_edit_first():
+def test_source_of_another_size_is_resized_to_the_edit_first_and_a_resize_is_a_change():
+    """A pure resize used to count as no_change, so --drop-no-change dropped every resize edit."""
     flat = Image.new("RGB", (64, 64), (10, 200, 90))
     assert score(flat, Image.new("RGB", (128, 96), (10, 200, 90))) == {
-        "changed_fraction": 0.0, "ssim": 1.0, "no_change": True}
+        "changed_fraction": 0.0, "ssim": 1.0, "no_change": False}
     source = noise(40, 30, seed=3)
     edited = source.resize((80, 60), Image.Resampling.BICUBIC)
     assert score(source, edited, resample="bicubic")["changed_fraction"] == 0.0

@@ -5,6 +5,7 @@ import pytest
 from dataflow.core.errors import RowError
 from dataflow.serving.classic.grammar import (
     DEFAULT_STRENGTH,
+    MAX_INSTRUCTION_CHARS,
     SLIGHT_STRENGTH,
     STRONG_STRENGTH,
     normalize,
@@ -230,3 +231,32 @@ def test_parsing_ignores_case_politeness_and_punctuation():
 ])
 def test_documented_phrases_parse(instruction):
     assert len(parse(instruction)) == 1
+
+
+def test_an_instruction_past_the_limit_fails_at_once_with_a_short_message():
+    """A 10 MB instruction (600,000 clauses) used to pin a core for over 12 minutes."""
+    instruction = "make it brighter, " * 600_000
+    with pytest.raises(RowError) as error:
+        parse(instruction)
+    message = str(error.value)
+    assert f"{len(instruction):,} characters long" in message and f"at most {MAX_INSTRUCTION_CHARS:,}" in message
+    assert len(message) < 300
+
+
+def test_a_failing_clause_of_a_long_instruction_quotes_a_bounded_excerpt():
+    """Each clause's message used to quote the whole instruction: parsing cost grew with the square of its
+    length, and the row's error held the whole text."""
+    instruction = "make it brighter, " * 5_000 + "change the vase to red"
+    with pytest.raises(RowError) as error:
+        parse(instruction, max_chars=None)
+    message = str(error.value)
+    assert "clause 'change the vase to red'" in message and "generative backend" in message
+    assert f"({len(normalize(instruction)):,} characters)" in message
+    assert len(message) < 600
+
+
+@pytest.mark.parametrize("instruction", ["please. " * 2_000, "画" * 5_000, "make it brighter " + "画" * 5_000])
+def test_messages_about_long_instructions_are_bounded(instruction):
+    with pytest.raises(RowError) as error:
+        parse(instruction)
+    assert len(str(error.value)) < 800 and "characters)" in str(error.value)

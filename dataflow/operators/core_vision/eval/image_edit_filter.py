@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
@@ -19,6 +20,10 @@ logger = get_logger()
 NO_CHANGE = "no_change"
 NO_EDIT = "no edited image"
 NOT_SCORED = "not scored"
+BOUNDS = {">=": "min", "<=": "max"}
+_FAILED_OP = {">=": "<", "<=": ">"}
+# A reason with its value ("change.ssim 0.97 > max 0.95"), read back as its rule ("change.ssim > max 0.95").
+_REASON = re.compile(r"(?P<name>\S+) (?P<value>\S+) (?P<rule>[<>] (?:min|max) \S+)")
 
 
 @dataclass
@@ -65,6 +70,13 @@ def score_value(entry: Mapping, name: str) -> tuple[bool, Any]:
     return False, None
 
 
+def rule_of(reason: str) -> str:
+    """The rule a ``rejected_because`` reason failed, without the image's value, for counting images by rule:
+    ``"change.ssim 0.97 > max 0.95"`` -> ``"change.ssim > max 0.95"``; other reasons are their own rule."""
+    match = _REASON.fullmatch(reason)
+    return f"{match['name']} {match['rule']}" if match else reason
+
+
 def _leaves(entry: Mapping, prefix: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     for key, value in entry.items():
         if isinstance(value, Mapping):
@@ -77,8 +89,9 @@ class ImageEditFilter(OperatorABC):
     """Keep edited images by their scores, as edit datasets do before training (X2Edit, UltraEdit, OmniEdit).
 
     Kept rows (with only their passing images, and those images' scores) become the next step; every rejected
-    image goes, with its row's fields, to ``..._rejected`` beside the step file, with ``rejected_because`` naming
-    the rules it failed. Rows without edited images or scores are rejected too (``no edited image``,
+    image goes, with its row's fields, to ``..._rejected`` beside the step file, with ``rejected_because`` stating
+    each condition that failed, with the image's value (``change.ssim 0.97 > max 0.95``, ``clip_t missing (min
+    0.2)``, ``no_change``). Rows without edited images or scores are rejected too (``no edited image``,
     ``not scored``).
 
     Args:
@@ -152,8 +165,8 @@ class ImageEditFilter(OperatorABC):
         for path, entry in zip(edited, scores):
             failed = self.failed_rules(entry)
             (rejected if failed else kept).append((path, entry))
-            because += [rule for rule in failed if rule not in because]
-            summary.by_rule.update(failed)
+            because += [reason for reason in failed if reason not in because]
+            summary.by_rule.update(rule_of(reason) for reason in failed)
         summary.kept_images += len(kept)
         summary.rejected_images += len(rejected)
         summary.kept_rows += bool(kept)
@@ -163,16 +176,21 @@ class ImageEditFilter(OperatorABC):
                 if rejected else None)
 
     def failed_rules(self, entry: Any) -> list[str]:
-        """The rules one edited image's scores fail, e.g. ``["clip_t >= 0.2", "no_change"]``."""
+        """Why one edited image is rejected, each failed condition with the image's value, e.g.
+        ``["clip_t 0.12 < min 0.2", "no_change"]``; empty when it passes."""
         if not isinstance(entry, Mapping):
             return [NOT_SCORED]
         failed = []
         for name, op, threshold in self.rules:
             found, value = score_value(entry, name)
-            ok = found and _number(value) is not None and (
-                _number(value) >= threshold if op == ">=" else _number(value) <= threshold)
-            if not ok:
-                failed.append(f"{name} {op} {threshold:g}")
+            number = _number(value) if found else None
+            bound = f"{BOUNDS[op]} {threshold:g}"
+            if not found:
+                failed.append(f"{name} missing ({bound})")
+            elif number is None:
+                failed.append(f"{name} {value!r} is not a number ({bound})")
+            elif not (number >= threshold if op == ">=" else number <= threshold):
+                failed.append(f"{name} {_shown(number, threshold)} {_FAILED_OP[op]} {bound}")
         if self.drop_no_change and score_value(entry, f"change.{NO_CHANGE}")[1] is True:
             failed.append(NO_CHANGE)
         return failed
@@ -180,6 +198,16 @@ class ImageEditFilter(OperatorABC):
 
 def _with_images(row: dict, pairs: list, edited_key: str, score_key: str) -> dict:
     return dict(row, **{edited_key: [p for p, _ in pairs], score_key: [s for _, s in pairs]})
+
+
+def _shown(value: float, threshold: float) -> str:
+    """``value`` in as few significant digits (3 at least) as keep it on its side of ``threshold``: 0.9712
+    against 0.95 is "0.971", 0.95004 against 0.95 is "0.95004"."""
+    for digits in range(3, 18):
+        text = f"{value:.{digits}g}"
+        if (float(text) < threshold) == (value < threshold) and float(text) != threshold:
+            return text
+    return repr(value)
 
 
 def _threshold(name: Any, value: Any) -> float:

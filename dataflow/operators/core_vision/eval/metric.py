@@ -62,6 +62,11 @@ class Metric(ABC):
         """Raise ``ModelLoadError``/``ServiceError`` if the metric cannot be used; return a note, or None."""
         return None
 
+    def check_dependencies(self) -> None:
+        """Raise ``InputError``/``ModelLoadError`` saying what to install when a package the metric needs is
+        missing. Cheap (imports only); called before any row is read, so a missing extra is one line, not a
+        failed run."""
+
     def usage(self) -> dict:
         """Counters worth reporting (requests sent, tokens ...); default none."""
         return {}

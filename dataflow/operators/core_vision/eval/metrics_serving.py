@@ -31,6 +31,8 @@ class MetricsServing(ImageEditServing):
         names = [m.name for m in metrics]
         if len(set(names)) != len(names):
             raise InputError(f"each metric may be given once, got {', '.join(names)}")
+        for metric in metrics:
+            metric.check_dependencies()  # a missing extra is said now, before any row is read
         self.metrics = list(metrics)
         self.batch_size = batch_size
         self.concurrency = max(m.concurrency for m in self.metrics)

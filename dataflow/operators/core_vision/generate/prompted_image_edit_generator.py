@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from dataflow.core.columns import check_columns
 from dataflow.core.errors import InputError
 from dataflow.core.operator import OperatorABC
 from dataflow.core.serving import ImageEditServing
@@ -56,6 +57,8 @@ class PromptedImageEditGenerator(OperatorABC):
         """The job this operator would run on ``storage``'s current step; its rows stream from the step's file."""
         if not output_image_key:
             raise InputError("output_image_key must be a non-empty field name")
+        check_columns(storage.stream(), {"image": input_image_key, "conversation": input_conversation_key},
+                      storage.read_path)
         image_io = self.serving.image_io or ImageIO(save_path=os.path.join(storage.cache_path, "images"))
         return EditJob(
             rows=storage.stream(),

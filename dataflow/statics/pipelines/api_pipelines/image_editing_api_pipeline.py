@@ -19,14 +19,19 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
 from dataflow.cli.exits import run_main
+from dataflow.cli.parser import ArgumentParser
+from dataflow.core.flags import flag_respeller
 from dataflow.engines.summary import describe_usage
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.serving.api.flags import URL_VARIABLE, add_api_flags
 from dataflow.serving.api_image_gen_serving import APIImageGenServing
 from dataflow.statics.pipelines.script_flags import (
-    add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
+    RENAMED_FLAGS, add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
 )
+
+# The CLI flags of APIImageGenServing's parameters, as this script names them.
+SERVING_FLAGS = {"--model": "--model_name", "--images-per-prompt": "--num_images_per_prompt"}
 
 
 
@@ -62,13 +67,13 @@ class ImageEditingAPIPipeline:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Edit every image of a JSONL file by its instruction, through an "
+    parser = ArgumentParser(description="Edit every image of a JSONL file by its instruction, through an "
                                                  "image edit API (OpenAI-compatible or Gemini).")
     add_storage_flags(parser, cache_path="./cache_local/image_edit_api")
     add_api_flags(parser, separator="_")
     add = parser.add_argument
     add("--model_name", default=None, help="default: gpt-image-1 (openai) or gemini-2.5-flash-image (gemini)")
-    add("--Image_gen_task", default="imageedit")
+    add("--Image_gen_task", default="imageedit", help="imageedit (the only task)")
     add("--batch_size", type=int, default=4, help="accepted for compatibility; each row is its own request")
     add("--num_images_per_prompt", type=int, default=1, help="edited images per row")
     add_operator_flags(parser)
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def body() -> int:
         pipeline = ImageEditingAPIPipeline(args)
@@ -88,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(summary.output_path)
         return summary.exit_code
 
-    return run_main(body, debug=args.debug)
+    return run_main(body, debug=args.debug, respell=flag_respeller(parser, {**RENAMED_FLAGS, **SERVING_FLAGS}))
 
 
 if __name__ == "__main__":

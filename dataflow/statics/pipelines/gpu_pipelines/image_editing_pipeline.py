@@ -17,21 +17,21 @@ if __package__ in (None, ""):  # run as a script from a source checkout: make th
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
 from dataflow.cli.exits import run_main
+from dataflow.cli.parser import ArgumentParser
+from dataflow.core.flags import flag_respeller
 from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
-from dataflow.serving.diffusers.speed.options import (
-    Acceleration,
-    add_acceleration_flags,
-)
+from dataflow.serving.diffusers.speed.options import Acceleration, add_acceleration_flags
 from dataflow.serving.local_image_gen_serving import LocalImageGenServing
 from dataflow.statics.pipelines.script_flags import (
-    add_operator_flags,
-    add_storage_flags,
-    image_folder,
-    operator_keys,
-    storage_from_flags,
+    RENAMED_FLAGS, add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
 )
+
+# The CLI flags of LocalImageGenServing's parameters, as this script names them.
+SERVING_FLAGS = {"--model": "--hf_model_name_or_path", "--steps": "--diffuser_num_inference_steps",
+                 "--guidance": "--diffuser_guidance_scale", "--images-per-prompt": "--diffuser_num_images_per_prompt",
+                 "--height": "--diffuser_image_height", "--width": "--diffuser_image_width"}
 
 
 class ImageEditingPipeline:
@@ -68,23 +68,26 @@ class ImageEditingPipeline:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Edit every image of a JSONL file by its instruction (FLUX.1 Kontext).")
+    parser = ArgumentParser(description="Edit every image of a JSONL file by its instruction (FLUX.1 Kontext).")
     add_storage_flags(parser, cache_path="./cache_local/image_edit_local")
     add = parser.add_argument
     add("--hf_model_name_or_path", default="black-forest-labs/FLUX.1-Kontext-dev", help="local folder or Hub id")
-    add("--hf_cache_dir", default="./cache_local")
-    add("--hf_local_dir", default="./ckpt/models/")
-    add("--Image_gen_task", default="imageedit")
-    add("--diffuser_model_name", default="FLUX-Kontext")
-    add("--batch_size", type=int, default=4)
+    add("--hf_cache_dir", default="./cache_local", help="the Hub cache for downloads")
+    add("--hf_local_dir", default="./ckpt/models/", help="a Hub download goes to this folder/<repo name>")
+    add("--Image_gen_task", default="imageedit", help="imageedit (the only task)")
+    add("--diffuser_model_name", default="FLUX-Kontext",
+        help="FLUX-Kontext, Qwen-Image-Edit or FLUX.2; the model folder must hold a pipeline of this family")
+    add("--batch_size", type=int, default=4, help="rows per batch")
     add("--diffuser_num_inference_steps", type=int, default=None, help="default: the family's (28 for Kontext)")
     add("--diffuser_guidance_scale", type=float, default=None, help="default: the family's (3.5 for Kontext)")
     add("--negative_prompt", default=None, help="Qwen-Image-Edit: the negative prompt of true CFG")
     add("--true_cfg_scale", type=float, default=None, help="Qwen-Image-Edit: true CFG scale")
-    add("--diffuser_num_images_per_prompt", type=int, default=1)
-    add("--diffuser_image_height", type=int, default=1024)
-    add("--diffuser_image_width", type=int, default=1024)
-    add("--seed", type=int, default=0)
+    add("--diffuser_num_images_per_prompt", type=int, default=1, help="edited images per row")
+    add("--diffuser_image_height", type=int, default=1024,
+        help="height x width is the output's area in pixels; its shape follows the input's")
+    add("--diffuser_image_width", type=int, default=1024, help="see --diffuser_image_height")
+    add("--seed", type=int, default=0,
+        help="the base seed; each output image's seed comes from it and the row's identity")
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     add_acceleration_flags(parser, separator="_")
     add_engine_flags(parser, separator="_")
@@ -93,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def body() -> int:
         summary = ImageEditingPipeline(args).forward()
@@ -101,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(summary.output_path)
         return summary.exit_code
 
-    return run_main(body, debug=args.debug)
+    return run_main(body, debug=args.debug, respell=flag_respeller(parser, {**RENAMED_FLAGS, **SERVING_FLAGS}))
 
 
 if __name__ == "__main__":

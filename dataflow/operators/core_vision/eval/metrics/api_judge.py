@@ -123,6 +123,11 @@ class APIJudge(Metric):
     def close(self) -> None:
         self._http.close()
 
+    def check_dependencies(self) -> None:
+        from dataflow.http import import_httpx
+
+        import_httpx()
+
     def check(self) -> Optional[str]:
         """Reach the server and check the key without judging (``GET {base}/models``); a note back."""
         checker = self._http.checker()

@@ -23,15 +23,16 @@ def import_ssim() -> Any:
 class ChangeMetric(Metric):
     """Pixel change and structural similarity of an edit against its first source.
 
-    The source is first resized to the edit's size with ``resample`` (Lanczos by default), so an edit that only
-    changed the resolution counts as (almost) unchanged.
+    The source is first resized to the edit's size with ``resample`` (Lanczos by default), so the pixel change
+    and SSIM measure what changed in the content, whatever the resolution. A resize is still a change: an edit of
+    another size than its source never counts as ``no_change``.
 
     Values:
         changed_fraction: the share of pixels whose largest channel difference exceeds ``pixel_threshold``
             (on a 0-1 scale; 8/255 by default, above JPEG noise).
         ssim: structural similarity (``skimage.metrics.structural_similarity``, 7x7 windows, ``data_range`` 255)
             of the two images' luminance (PIL's "L": ITU-R 601-2 luma, 8 bits); 1 for identical images.
-        no_change: ``changed_fraction < no_change_below`` (0.005 by default).
+        no_change: the edit has its source's size and ``changed_fraction < no_change_below`` (0.005 by default).
 
     Args:
         pixel_threshold: the channel difference (0-1) above which a pixel counts as changed.
@@ -55,11 +56,17 @@ class ChangeMetric(Metric):
         self.resample = resample
         self.batch_size = batch_size
 
+    # 2: an edit of another size than its source is a change (no_change was true for a pure resize)
+    VERSION = 2
+
     def fingerprint(self) -> dict:
-        return {"metric": self.name, "pixel_threshold": self.pixel_threshold,
+        return {"metric": self.name, "version": self.VERSION, "pixel_threshold": self.pixel_threshold,
                 "no_change_below": self.no_change_below, "resample": self.resample}
 
     def check(self) -> None:
+        import_ssim()
+
+    def check_dependencies(self) -> None:
         import_ssim()
 
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
@@ -74,7 +81,8 @@ class ChangeMetric(Metric):
             source, edit = source_and_edit(item)
         except ValueError as exc:
             return ScoreResult(error=str(exc))
-        if source.size != edit.size:
+        resized = source.size != edit.size
+        if resized:
             source = source.resize(edit.size, getattr(Image.Resampling, self.resample.upper()))
         a = np.asarray(source, dtype=np.int16)
         b = np.asarray(edit, dtype=np.int16)
@@ -86,4 +94,4 @@ class ChangeMetric(Metric):
         ssim = structural_similarity(np.asarray(source.convert("L")), np.asarray(edit.convert("L")), win_size=7,
                                      data_range=255)
         return ScoreResult({"changed_fraction": changed, "ssim": float(ssim),
-                            "no_change": changed < self.no_change_below})
+                            "no_change": not resized and changed < self.no_change_below})

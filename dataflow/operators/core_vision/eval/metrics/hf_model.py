@@ -138,6 +138,9 @@ class ModelMetric(Metric):
     def check(self) -> Optional[str]:
         return check_model_name(self.model)
 
+    def check_dependencies(self) -> None:
+        import_torch_transformers(self.name)
+
     def use_device(self, device: str) -> None:
         with self._lock:
             self.device = device
