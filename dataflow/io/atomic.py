@@ -1,6 +1,11 @@
 """Crash-safe file writes: write a temp file in the destination folder, fsync it, then ``os.replace``.
 
 A reader therefore sees either the old file or the complete new one, never a torn file.
+
+Text is written as UTF-8 with ``errors="backslashreplace"`` (``TEXT_ERRORS``): the only characters UTF-8 cannot
+hold are lone surrogates (``"caf\\ud800"``, from a ``\\ud800`` JSON escape or a ``surrogateescape`` decoder), and
+``\\ud800`` is their escape in JSON, where it reads back as the same string, and readable text in HTML or CSV. One
+odd string in one row never fails a whole file.
 """
 
 from __future__ import annotations
@@ -13,19 +18,22 @@ from typing import IO, Iterator
 
 from dataflow.core.errors import InputError
 
+TEXT_ERRORS = "backslashreplace"  # see the module's docstring
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside ``path`` for writing; on success it replaces ``path`` atomically."""
+    errors = TEXT_ERRORS
     if "b" in mode:
-        encoding = None
+        encoding = errors = None
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     prefix = f".{os.path.basename(path)}."
     remove_stale_temps(folder, prefix)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
+        with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional, Union
 
 from dataflow.core.errors import InputError
 from dataflow.core.validation import check_positive_int
-from dataflow.io.atomic import fsync_dir
+from dataflow.io.atomic import TEXT_ERRORS, fsync_dir
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -107,7 +107,7 @@ class Checkpoint:
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = open(self.path, "a", encoding="utf-8", errors=TEXT_ERRORS)  # a lone surrogate: escaped
         if new:
             self._handle.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
         elif not _ends_with_newline(self.path):

@@ -198,7 +198,7 @@ def write_records(path: str, records: Iterable[dict], fmt: str) -> int:
     else:
         import pandas as pd
 
-        frame = pd.DataFrame([_jsonable(r) for r in records])
+        frame = pd.DataFrame([_without_surrogates(_jsonable(r)) for r in records])
         for column in frame.columns:
             if _needs_json_text(frame[column], fmt):
                 frame[column] = frame[column].map(lambda v: json.dumps(v, ensure_ascii=False))
@@ -219,11 +219,27 @@ def _needs_json_text(column, fmt: str) -> bool:
 
 
 def dumps_row(record: Mapping[str, Any]) -> str:
-    """One JSON line for a row; NaN becomes null and numpy values become plain JSON."""
+    """One JSON line for a row; NaN becomes null and numpy values become plain JSON.
+
+    A lone surrogate (``"caf\\ud800"``, which UTF-8 cannot hold) stays in the text; ``atomic_open`` writes it as
+    its JSON escape, which reads back as the same string.
+    """
     try:  # most rows are plain JSON already: skip the walk over every value
         return json.dumps(record, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         return json.dumps(_jsonable(record), ensure_ascii=False)
+
+
+def _without_surrogates(value: Any) -> Any:
+    """Keys and strings with each lone surrogate as the text of its escape (``\\ud800``), for the table formats,
+    whose writers (pandas, pyarrow) fail on one; other values unchanged."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Iterator[tuple[int, dict]]:

@@ -262,3 +262,15 @@ def test_buckets_are_formed_over_a_bounded_window():
             held -= {t.index for t in batch}
         peak = max(peak, len(held))
     assert peak <= 9
+
+
+def test_a_lone_surrogate_in_any_field_is_kept_escaped_and_the_rerun_resumes(tmp_path):
+    rows = [dict(r, id=f"caf\ud800{i}", note="x\udfff") for i, r in enumerate(good_rows(tmp_path, 3))]
+    rows[1]["conversations"][0]["content"] += " \ud800"
+    summary, out = run_operator(tmp_path, rows, InvertServing())
+    assert (summary.generated, summary.failed) == (3, 0)
+    assert out == [dict(r, output_image=o["output_image"]) for r, o in zip(rows, out)]
+    assert "\\ud800" in open(summary.output_path, encoding="utf-8").read()  # valid UTF-8, the JSON escape
+    serving = InvertServing()
+    again, out_again = run_operator(tmp_path, rows, serving)
+    assert (again.reused, serving.calls) == (3, []) and out_again == out

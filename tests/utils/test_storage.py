@@ -113,3 +113,27 @@ def test_rows_written_from_an_iterator_are_streamed_to_the_step_file(tmp_path):
     storage = FileStorage(write_jsonl(tmp_path / "in.jsonl", ROWS), cache_path=str(tmp_path / "c")).step()
     path = storage.write(dict(r, n=i) for i, r in enumerate(storage.stream()))
     assert read_jsonl(path) == [dict(r, n=i) for i, r in enumerate(ROWS)]
+
+
+LONE_SURROGATE = "caf\ud800"  # what json.loads makes of "caf\\ud800", and what a bad decoder upstream leaves
+
+
+@pytest.mark.parametrize("cache_type", ["jsonl", "json"])
+def test_a_lone_surrogate_in_a_field_is_written_escaped_and_reads_back_the_same(tmp_path, cache_type):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "caf\\ud800", "note": "ok"}\n{"id": "b", "note": "caf\\udfff"}\n', encoding="ascii")
+    storage = FileStorage(str(source), cache_path=str(tmp_path / "c"), cache_type=cache_type).step()
+    rows = storage.read("dict")
+    assert rows[0]["id"] == LONE_SURROGATE
+    path = storage.write(rows)
+    assert "\\ud800" in open(path, encoding="utf-8").read()  # valid UTF-8, the surrogate as a JSON escape
+    assert storage.step().read("dict") == rows
+
+
+@pytest.mark.parametrize("cache_type", ["csv", "parquet"])
+def test_a_lone_surrogate_in_a_table_format_is_written_as_its_escape(tmp_path, cache_type):
+    storage = FileStorage(write_jsonl(tmp_path / "in.jsonl", ROWS), cache_path=str(tmp_path / "c"),
+                          cache_type=cache_type).step()
+    storage.write([dict(ROWS[0], note=LONE_SURROGATE), ROWS[1]])
+    rows = storage.step().read("dict")
+    assert rows[0]["note"] == "caf\\ud800" and rows[1]["id"] == "b"
