@@ -7,6 +7,7 @@ out unchanged; ``read("dataframe")`` wraps them in a pandas DataFrame for users 
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -173,6 +174,11 @@ def _read_table(path: str, fmt: str) -> list[dict]:
                 data = json.load(handle)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                 f"{exc.start}); save it as UTF-8") from None
+            except RecursionError:
+                raise InputError(f"{path}: invalid JSON (nested too deeply to read)") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(f"{path}: a JSON input must be a list of objects")
         return data
@@ -244,16 +250,18 @@ def _without_surrogates(value: Any) -> Any:
 
 def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Iterator[tuple[int, dict]]:
     """(line number, row) pairs, one line at a time; blank lines are not rows, and a UTF-8 byte-order mark (as
-    Windows editors write) is not part of the first line."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    Windows editors write) is not part of the first line.
+
+    The file is read as bytes and each line decoded on its own, so a line that is not UTF-8 is one malformed line
+    (named by its number, skipped with the others) rather than a decoding error that stops the whole read.
+    """
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
-                problem = None if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
-            except json.JSONDecodeError as exc:
-                problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
+            record, problem = parse_jsonl_line(raw)
             if problem is None:
                 yield number, record
             elif not skip_malformed_lines:
@@ -263,6 +271,23 @@ def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Ite
                 )
             elif warn:
                 logger.warning("%s line %d skipped: %s", path, number, problem)
+
+
+def parse_jsonl_line(raw: bytes) -> tuple[Optional[dict], Optional[str]]:
+    """(the row, None), or (None, what is wrong with the line, in words)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply to read)"
+    if not isinstance(record, dict):
+        return None, f"expected a JSON object, got {type(record).__name__}"
+    return record, None
 
 
 def _as_records(data: Any) -> Iterable[dict]:
@@ -287,7 +312,7 @@ def _from_cell(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return value
     return _jsonable(value)
 

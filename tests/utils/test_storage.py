@@ -137,3 +137,28 @@ def test_a_lone_surrogate_in_a_table_format_is_written_as_its_escape(tmp_path, c
     storage.write([dict(ROWS[0], note=LONE_SURROGATE), ROWS[1]])
     rows = storage.step().read("dict")
     assert rows[0]["note"] == "caf\\ud800" and rows[1]["id"] == "b"
+
+
+NON_UTF8_LINE = b'{"images": "caf\xe9.png"}'  # Latin-1 text in a UTF-8 file
+DEEP_LINE = b"[" * 100_000 + b"]" * 100_000  # valid JSON that no recursive parser can take
+
+
+def jsonl_bytes(path, lines) -> str:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("poison, problem", [(NON_UTF8_LINE, r"not UTF-8 text \(byte 0xe9 at column 16\)"),
+                                             (DEEP_LINE, r"invalid JSON \(nested too deeply to read\)")])
+def test_a_non_utf8_byte_or_deep_nesting_is_a_malformed_line_named_by_file_and_line(tmp_path, poison, problem):
+    source = jsonl_bytes(tmp_path / "in.jsonl", [json.dumps(ROWS[0]).encode(), poison, json.dumps(ROWS[1]).encode()])
+    with pytest.raises(InputError, match=rf"in\.jsonl line 2: {problem}\. Fix the line, or skip malformed lines"):
+        FileStorage(source, cache_path=str(tmp_path)).step().read("dict")
+
+
+def test_a_non_utf8_byte_and_deep_nesting_are_skipped_like_any_malformed_line(tmp_path, caplog):
+    source = jsonl_bytes(tmp_path / "in.jsonl", [json.dumps(ROWS[0]).encode(), NON_UTF8_LINE, DEEP_LINE,
+                                                 json.dumps(ROWS[1]).encode()])
+    stream = FileStorage(source, cache_path=str(tmp_path), skip_malformed_lines=True).step().stream()
+    assert [(n, r["id"]) for n, r in stream.numbered()] == [(1, "a"), (4, "b")]
+    assert "line 2 skipped: not UTF-8 text" in caplog.text and "line 3 skipped: invalid JSON (nested too deeply" in caplog.text
