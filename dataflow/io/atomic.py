@@ -11,8 +11,10 @@ odd string in one row never fails a whole file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
+import secrets
 import tempfile
 from typing import IO, Iterator
 
@@ -31,7 +33,7 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
     os.makedirs(folder, exist_ok=True)
     prefix = f".{os.path.basename(path)}."
     remove_stale_temps(folder, prefix)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    fd, tmp = _create_temp(folder, prefix)
     try:
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
@@ -43,6 +45,23 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def _create_temp(folder: str, prefix: str) -> tuple[int, str]:
+    """A new, empty temp file ``{prefix}{random}.tmp`` in ``folder``, opened for writing: (fd, path).
+
+    Unlike ``tempfile.mkstemp``, which always makes mode 0600, the file is created with mode 0666 less the umask,
+    as ``open`` would make it: the step files, images and galleries of a run are readable by whoever the user's
+    umask lets read their files (0644 under the usual 022), on shared storage and behind a web server.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name", os.path.join(folder, prefix + "*.tmp"))
 
 
 def remove_stale_temps(folder: str, prefix: str) -> None:

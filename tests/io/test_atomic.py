@@ -115,3 +115,20 @@ def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_write_removes_i
         handle.write(b"new contents")
     assert path.read_bytes() == b"new contents"
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_written_files_honour_the_umask(tmp_path, umask_022):
+    (png,) = ImageIO(save_path=str(tmp_path / "out")).write(0, [Image.new("RGB", (8, 8))])
+    step = str(tmp_path / "out" / "step.jsonl")
+    write_records(step, [{"id": 1}], "jsonl")
+    assert [oct(os.stat(p).st_mode & 0o777) for p in (png, step)] == ["0o644", "0o644"]
+    os.umask(0o077)
+    write_records(step, [{"id": 2}], "jsonl")
+    assert oct(os.stat(step).st_mode & 0o777) == "0o600"
