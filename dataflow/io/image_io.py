@@ -12,6 +12,7 @@ import threading
 import warnings
 from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
+import numpy as np
 import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -185,7 +186,10 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert to RGB, putting transparent pixels on a white background instead of black."""
+    """Convert to RGB, putting transparent pixels on a white background instead of black, and scaling 16-bit,
+    32-bit integer and float images to 8 bits (``_deep_to_8_bits``) instead of clipping them."""
+    if img.mode.startswith(("I", "F")):
+        return _deep_to_8_bits(img).convert("RGB")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -194,6 +198,35 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     img.load()
     return img.copy()
+
+
+def _deep_to_8_bits(img: Image.Image) -> Image.Image:
+    """An 8-bit grayscale ("L") image of a 16-bit, 32-bit integer or float one ("I;16*", "I", "F").
+
+    Pillow's own conversion clips such values at 255, which turns a 16-bit photo white. Instead:
+
+    - 16-bit ("I;16", "I;16B", ...): the full 0..65535 range maps onto 0..255.
+    - 32-bit integer ("I", as TIFF and some PNG readers give): values within 0..255 are kept, values within
+      0..65535 are taken as 16-bit data, and any other range is stretched from its minimum to its maximum.
+    - Float ("F"): 0..1 (the usual convention) maps onto 0..255, values within 0..255 are kept, and any other
+      range is stretched; NaN and infinities become 0.
+    """
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        scaled = values * (255 / 65535)
+    else:
+        finite = np.isfinite(values)
+        values = np.where(finite, values, 0.0)
+        low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 0.0)
+        if img.mode == "F" and low >= 0 and high <= 1:
+            scaled = values * 255
+        elif low >= 0 and high <= 255:
+            scaled = values
+        elif img.mode != "F" and low >= 0 and high <= 65535:
+            scaled = values * (255 / 65535)
+        else:
+            scaled = (values - low) * (255 / ((high - low) or 1))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
 def _one_line(value: object) -> str:
