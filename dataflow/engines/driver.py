@@ -9,6 +9,7 @@ alone writes the checkpoint, so every engine gets the same exactly-once and resu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Callable, Iterator, Optional, Union
@@ -21,6 +22,7 @@ from dataflow.engines.job import EditJob
 from dataflow.engines.planner import Planner
 from dataflow.engines.records import RecordStore
 from dataflow.engines.summary import RunSummary
+from dataflow.io.lock import output_lock
 from dataflow.utils.checkpoint import Checkpoint
 
 Executor = Callable[[Iterator[list], Callable[[dict], None], Callable[[], bool]], None]
@@ -34,7 +36,18 @@ def drive(job: EditJob, execute: Executor, show_progress: Optional[bool] = None)
     become error rows. Progress is checkpointed every ``job.save_interval`` rows; on SIGINT/SIGTERM the batches
     in flight finish, the checkpoint is flushed and ``RunInterrupted`` is raised. The output rows are a list
     when ``job.rows`` is one, else an iterator that reads the input again (see ``EditJob.output_rows``).
+
+    The job's output folders are locked for the run (``dataflow.io.lock``): a second run into the same folder is
+    refused with one line naming the first.
     """
+    with contextlib.ExitStack() as locks:
+        for folder in job.output_folders():  # one run at a time per folder; refused before anything is read
+            locks.enter_context(output_lock(folder))
+        return _drive(job, execute, show_progress)
+
+
+def _drive(job: EditJob, execute: Executor, show_progress: Optional[bool]) -> tuple[Union[list, Iterator],
+                                                                                  RunSummary]:
     started = time.monotonic()
     checkpoint = Checkpoint(job.progress_file, job.serving.fingerprint(), job.save_interval)
     planner = Planner(job, checkpoint.finished())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
@@ -53,6 +54,13 @@ class EditJob:
     @property
     def error_key(self) -> str:
         return f"{self.output_key}_error"
+
+    def output_folders(self) -> list[str]:
+        """The folders this job writes into: the progress file's, and the image folder of an edit job."""
+        folders = [os.path.dirname(os.path.abspath(self.progress_file))]
+        if self.writes_files:
+            folders.append(os.path.abspath(self.image_io.save_path))
+        return list(dict.fromkeys(os.path.realpath(f) for f in folders))
 
     def iter_rows(self) -> Iterator[dict]:
         return iter(self.rows)

@@ -19,6 +19,7 @@ import tempfile
 from typing import IO, Iterator
 
 from dataflow.core.errors import InputError
+from dataflow.io.lock import holds_lock
 
 TEXT_ERRORS = "backslashreplace"  # see the module's docstring
 
@@ -32,7 +33,8 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     prefix = f".{os.path.basename(path)}."
-    remove_stale_temps(folder, prefix)
+    if holds_lock(folder):  # only the run that holds the folder knows that no other write is in flight there
+        remove_stale_temps(folder, prefix)
     fd, tmp = _create_temp(folder, prefix)
     try:
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
@@ -65,7 +67,8 @@ def _create_temp(folder: str, prefix: str) -> tuple[int, str]:
 
 
 def remove_stale_temps(folder: str, prefix: str) -> None:
-    """Delete temp files a killed earlier write of the same file left behind."""
+    """Delete temp files a killed earlier write of the same file left behind (call it only while holding the
+    folder's ``output_lock``: another process's write in flight has a temp file of the same form)."""
     for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
         with contextlib.suppress(OSError):
             os.unlink(stale)

@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
+from dataflow.io.lock import output_lock
 from dataflow.io.sources import input_folder, open_dataset
 from dataflow.io.sources.parquet import pyarrow_parquet
 from dataflow.logger import get_logger
@@ -108,7 +109,8 @@ class FileStorage:
         """Write rows (a DataFrame, a list of dicts, or any iterable of dicts, streamed for JSONL) as the next
         step's file, atomically; return its path."""
         path = self.write_path
-        count = write_records(path, _as_records(data), self.cache_type)
+        with output_lock(os.path.dirname(os.path.abspath(path))):  # the run's, when a run writes it
+            count = write_records(path, _as_records(data), self.cache_type)
         logger.info("wrote %d rows to %s", count, path)
         return path
 

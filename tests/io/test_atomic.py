@@ -12,6 +12,7 @@ from PIL import Image
 
 from dataflow.io import ImageIO
 from dataflow.io.atomic import atomic_open
+from dataflow.io.lock import output_lock
 from dataflow.utils.storage import write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +84,7 @@ def test_a_step_file_whose_rows_fail_to_serialize_midway_keeps_the_previous_step
 WRITER = """
 import os, sys, time
 from dataflow.io.atomic import atomic_open
+from dataflow.io.lock import output_lock
 
 path, marker = sys.argv[1:]
 with atomic_open(path, "wb") as handle:
@@ -96,7 +98,7 @@ with atomic_open(path, "wb") as handle:
 """
 
 
-def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_write_removes_its_temp_file(tmp_path):
+def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_locked_write_removes_its_temp_file(tmp_path):
     path, marker = tmp_path / "big.bin", tmp_path / "half-written"
     path.write_bytes(b"previous contents")
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -111,7 +113,7 @@ def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_write_removes_i
         writer.wait(30)
     assert path.read_bytes() == b"previous contents"
     assert len(leftovers(tmp_path)) == 1  # the killed write's temp file, which nothing renamed
-    with atomic_open(str(path), "wb") as handle:
+    with output_lock(str(tmp_path)), atomic_open(str(path), "wb") as handle:  # as a run writes its folder
         handle.write(b"new contents")
     assert path.read_bytes() == b"new contents"
     assert leftovers(tmp_path) == []
