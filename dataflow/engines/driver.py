@@ -96,7 +96,7 @@ def _drive(job: EditJob, execute: Executor, show_progress: Optional[bool]) -> tu
         progress.close()
     summary = RunSummary(planner.total, counts["generated"], counts["reused"], records.failed,
                          time.monotonic() - started, warnings=counts["warnings"], usage=job.serving.usage())
-    return job.output_rows(records), summary
+    return job.output_rows(records, planner.planned_rows), summary
 
 
 class Progress:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator, Union
@@ -17,7 +18,8 @@ from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
 from dataflow.engines.job import EditJob
 from dataflow.engines.records import make_record
-from dataflow.engines.tasks import Bucketer, RowKeys, RowTask, bucket_of, check_image_count, parse_row
+from dataflow.engines.tasks import (Bucketer, RowKeys, RowTask, bucket_of, check_image_count, parse_row,
+                                    row_digest)
 
 PROBE_THREADS = 8
 CHUNK = 16  # rows per task of the pool: fewer hand-overs between threads than one task a row
@@ -32,7 +34,7 @@ class Planner:
 
     A record with ``"reused": True`` is an earlier run's result whose files are all still on disk, or its final
     error; any other record is a row that cannot be edited (its error says why). After a complete pass,
-    ``total`` is the number of rows.
+    ``total`` is the number of rows and ``planned_rows`` holds each row's ``row_digest``.
 
     Args:
         job: the rows, the serving (batch size, buckets, image limit) and where outputs go.
@@ -47,6 +49,7 @@ class Planner:
         self.threads = threads
         self.total = 0
         self.finished = False
+        self.planned_rows = array("q")  # row_digest of each row, by index: the output is paired with rows by it
 
     def __iter__(self) -> Iterator[Planned]:
         serving = self.job.serving
@@ -57,7 +60,9 @@ class Planner:
         try:
             chunk: list = []
             for index, row in enumerate(self.job.iter_rows()):
-                chunk.append((index, keys.next(row), row))
+                key = keys.next(row)
+                self.planned_rows.append(row_digest(key, row, keys.image_key, keys.conversation_key))
+                chunk.append((index, key, row))
                 self.total = index + 1
                 if len(chunk) == CHUNK:
                     ahead.append(pool.submit(self.plan_rows, chunk))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Hashable, Iterator, Mapping, Sequence
 
@@ -42,6 +43,14 @@ class RowKeys:
         repeat = self._seen.get(base, 0)
         self._seen[base] = repeat + 1
         return base if repeat == 0 else f"{base}#{repeat}"
+
+
+def row_digest(key: str, row: Mapping, image_key: str, conversation_key: str) -> int:
+    """One machine word for a row's key and what it asks for (its image value and conversation), to remember what
+    was planned at each place of a million-row input: a row whose ``id`` stayed but whose instruction changed
+    differs. Python's hash, stable within the process, which is as long as the memory lasts."""
+    asked = json.dumps([row.get(image_key), row.get(conversation_key)], sort_keys=True, default=str)
+    return hash((key, asked))
 
 
 def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str) -> RowTask:
