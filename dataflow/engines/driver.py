@@ -32,7 +32,8 @@ def drive(job: EditJob, execute: Executor, show_progress: Optional[bool] = None)
                                                                                           RunSummary]:
     """Edit every unfinished row of ``job`` with ``execute``; return the output rows and a summary.
 
-    Rows finished by an earlier run with the same fingerprint are reused with their files untouched. Bad rows
+    Rows finished by an earlier run with the same fingerprint are reused with their files untouched, unless the
+    row's instruction or images changed since, or its image is missing or cut short: those are redone. Bad rows
     become error rows. Progress is checkpointed every ``job.save_interval`` rows; on SIGINT/SIGTERM the batches
     in flight finish, the checkpoint is flushed and ``RunInterrupted`` is raised. The output rows are a list
     when ``job.rows`` is one, else an iterator that reads the input again (see ``EditJob.output_rows``).
@@ -52,21 +53,29 @@ def _drive(job: EditJob, execute: Executor, show_progress: Optional[bool]) -> tu
     checkpoint = Checkpoint(job.progress_file, job.serving.fingerprint(), job.save_interval)
     planner = Planner(job, checkpoint.finished())
     records = RecordStore(job.image_io)
-    counts = {"generated": 0, "reused": 0, "warnings": 0}
+    counts = {"generated": 0, "reused": 0, "warnings": 0, "changed": 0, "damaged": 0}
+    signatures: dict[int, int] = {}  # row_signature of the rows in flight, by index: stored with their records
     progress = Progress(job, show_progress)
 
     def on_record(record: dict) -> None:
+        signature = signatures.pop(record["index"], None)
         if records.succeeded(record["index"]):
             return  # a retried batch delivered this row twice: keep the first result
         records.add(record["index"], record["output"], record["error"])
         counts["generated"] += record["error"] is None
         counts["warnings"] += record.get("warnings", 0)
+        if signature is not None:
+            record = dict(record, signature=format(signature, "016x"))
         checkpoint.add(record)
         progress.advance()
 
     def batches() -> Iterator[list]:
         for planned in planner:
             if isinstance(planned, list):
+                for task in planned:
+                    signatures[task.index] = task.signature
+                    if task.redo:
+                        counts[task.redo] += 1
                 yield planned
             elif planned.get("reused"):
                 records.add(planned["index"], planned["output"], planned["error"])
@@ -95,7 +104,8 @@ def _drive(job: EditJob, execute: Executor, show_progress: Optional[bool]) -> tu
         checkpoint.close()
         progress.close()
     summary = RunSummary(planner.total, counts["generated"], counts["reused"], records.failed,
-                         time.monotonic() - started, warnings=counts["warnings"], usage=job.serving.usage())
+                         time.monotonic() - started, warnings=counts["warnings"], usage=job.serving.usage(),
+                         changed=counts["changed"], damaged=counts["damaged"])
     return job.output_rows(records, planner.planned_rows), summary
 
 

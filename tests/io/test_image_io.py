@@ -102,3 +102,18 @@ def test_32_bit_integer_and_float_images_are_scaled_to_8_bits(tmp_path, values, 
     Image.fromarray(values).save(path)
     pixels = np.asarray(ImageIO().read(str(path)))
     assert np.abs(pixels[..., 0].astype(int) - expected).max() <= 1 and (pixels[..., 0] == pixels[..., 2]).all()
+
+
+def test_png_checks_find_a_cut_or_a_flipped_byte_and_pass_a_whole_png(tmp_path):
+    from dataflow.io.image_io import png_file_is_whole, png_problem
+
+    (path,) = ImageIO(save_path=str(tmp_path)).write(0, [Image.fromarray(np.full((64, 64, 3), 7, np.uint8))])
+    data = open(path, "rb").read()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    assert png_problem(data) is None and png_file_is_whole(path)
+    assert "fails its CRC" in png_problem(bytes(flipped))
+    assert "truncated PNG" in png_problem(data[:-5])
+    with open(path, "wb") as handle:
+        handle.write(data[:-5])
+    assert not png_file_is_whole(path)
