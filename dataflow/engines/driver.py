@@ -23,7 +23,12 @@ from dataflow.engines.planner import Planner
 from dataflow.engines.records import RecordStore
 from dataflow.engines.summary import RunSummary
 from dataflow.io.lock import output_lock
+from dataflow.logger import get_logger
 from dataflow.utils.checkpoint import Checkpoint
+
+logger = get_logger()
+
+LOG_EVERY_S = 30.0  # a progress line this often when stderr is not a terminal (see ``Progress``)
 
 Executor = Callable[[Iterator[list], Callable[[dict], None], Callable[[], bool]], None]
 
@@ -111,15 +116,25 @@ def _drive(job: EditJob, execute: Executor, show_progress: Optional[bool]) -> tu
 
 class Progress:
     """The rows-done bar. Its total comes from a background count of the input's rows, so that reading a large
-    input to know its size never delays the first batch."""
+    input to know its size never delays the first batch.
+
+    Without a terminal (nohup, SLURM, a pipe), where tqdm draws no bar, a line is logged every ``LOG_EVERY_S``
+    seconds instead: rows done, the rate over the last interval and the time left at that rate. A stall shows
+    too, since the lines come from a timer, not from finished rows. ``show=False`` shows neither.
+    """
 
     def __init__(self, job: EditJob, show: Optional[bool]):
         known = len(job.rows) if isinstance(job.rows, list) else None
         self.bar = tqdm(total=known, unit="row", desc="editing", disable=None if show is None else not show)
-        self._counted: Optional[int] = None
+        self._counted: Optional[int] = known
+        self.done = 0
         count = getattr(job.rows, "count", None)
-        if known is None and count is not None and not self.bar.disable:
+        logs = show is None and self.bar.disable
+        if known is None and count is not None and (logs or not self.bar.disable):
             threading.Thread(target=self._count, args=(count,), name="dataflow-count", daemon=True).start()
+        self._stop = threading.Event()
+        if logs:
+            threading.Thread(target=self._log_lines, name="dataflow-progress", daemon=True).start()
 
     def _count(self, count: Callable[[], int]) -> None:
         try:
@@ -128,9 +143,36 @@ class Progress:
             pass
 
     def advance(self) -> None:
+        self.done += 1
         if self._counted is not None and self.bar.total != self._counted:
             self.bar.total = self._counted
         self.bar.update(1)
 
+    def _log_lines(self) -> None:
+        last_done, last_time = 0, time.monotonic()
+        while not self._stop.wait(LOG_EVERY_S):
+            done, now = self.done, time.monotonic()
+            logger.info("%s", progress_line(done, self._counted, (done - last_done) / (now - last_time)))
+            last_done, last_time = done, now
+
     def close(self) -> None:
+        self._stop.set()
         self.bar.close()
+
+
+def progress_line(done: int, total: Optional[int], rate: float) -> str:
+    """``editing: 120/240 rows (50%), 0.4 rows/s, about 5 min left``: one progress line for a log."""
+    if total:
+        text = f"editing: {done:,}/{total:,} rows ({100 * done // total}%), {rate:.3g} rows/s"
+        if rate > 0 and done < total:
+            text += f", about {_duration((total - done) / rate)} left"
+        return text
+    return f"editing: {done:,} rows done, {rate:.3g} rows/s"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
