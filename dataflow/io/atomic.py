@@ -37,7 +37,7 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
         remove_stale_temps(folder, prefix)
     fd, tmp = _create_temp(folder, prefix)
     try:
-        with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
+        with named_os_errors(path), os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -47,6 +47,18 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def named_os_errors(path: str) -> Iterator[None]:
+    """Give an ``OSError`` raised without a file name (a write or fsync on a full disk: ``[Errno 28] No space
+    left on device``) the name of ``path``, so that the one-line error says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, path) from exc
 
 
 def _create_temp(folder: str, prefix: str) -> tuple[int, str]:

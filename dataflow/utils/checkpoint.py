@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Union
 
 from dataflow.core.errors import InputError
 from dataflow.core.validation import check_positive_int
-from dataflow.io.atomic import TEXT_ERRORS, fsync_dir
+from dataflow.io.atomic import TEXT_ERRORS, fsync_dir, named_os_errors
 from dataflow.logger import get_logger
 
 logger = get_logger()
@@ -96,11 +96,12 @@ class Checkpoint:
         """Append queued rows, then flush and fsync."""
         if not self._pending:
             return
-        if self._handle is None:
-            self._open()
-        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._pending))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with named_os_errors(self.path):
+            if self._handle is None:
+                self._open()
+            self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._pending))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
         self._pending.clear()
 
     def close(self) -> None:

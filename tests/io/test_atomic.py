@@ -134,3 +134,18 @@ def test_written_files_honour_the_umask(tmp_path, umask_022):
     os.umask(0o077)
     write_records(step, [{"id": 2}], "jsonl")
     assert oct(os.stat(step).st_mode & 0o777) == "0o600"
+
+
+def test_a_full_disk_names_the_file_that_could_not_be_written(tmp_path, monkeypatch):
+    from dataflow.utils.checkpoint import Checkpoint
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FailingHalfway(real_fdopen(*args, **kwargs)))
+    with pytest.raises(OSError, match=r"No space left on device: '.*step\.jsonl'"):
+        write_records(str(tmp_path / "step.jsonl"), [{"id": 1}], "jsonl")
+    monkeypatch.undo()
+    checkpoint = Checkpoint(str(tmp_path / "step.progress.jsonl"), {"serving": "x"}, interval=1)
+    checkpoint._open()
+    checkpoint._handle = FailingHalfway(checkpoint._handle)
+    with pytest.raises(OSError, match=r"No space left on device: '.*step\.progress\.jsonl'"):
+        checkpoint.add({"key": "a", "index": 0, "output": [], "error": None})
