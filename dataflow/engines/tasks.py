@@ -52,7 +52,8 @@ class RowKeys:
 
 def row_signature(task: RowTask) -> int:
     """What determines a row's result besides the serving's settings (which the checkpoint's fingerprint holds):
-    its instruction and each image it reads, as 64 bits of a BLAKE2b digest.
+    its instruction and each image it reads, as 63 bits of a BLAKE2b digest (a non-negative int64, which Arrow
+    holds when the Ray engine ships the task).
 
     An image file counts by its size and modification time, which a stat gives without reading the file (a
     rerun of a million rows must not read every image); an image embedded in a dataset shard by the content
@@ -63,7 +64,7 @@ def row_signature(task: RowTask) -> int:
     """
     parts = [task.instruction] + [image_identity(path) for path in task.image_paths + task.edited_paths]
     digest = hashlib.blake2b(json.dumps(parts).encode("ascii"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return int.from_bytes(digest, "big") >> 1
 
 
 def image_identity(path: str) -> list:
