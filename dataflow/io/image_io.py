@@ -102,14 +102,17 @@ def png_file_is_whole(path: str) -> bool:
     checks every chunk's CRC (``png_problem``).
     """
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(PNG_SIGNATURE))
-            if os.fstat(handle.fileno()).st_size < len(PNG_SIGNATURE) + len(_PNG_END):
-                return False
-            handle.seek(-len(_PNG_END), os.SEEK_END)
-            return head == PNG_SIGNATURE and handle.read() == _PNG_END
+        fd = os.open(path, _READ_FLAGS)
     except OSError:
         return False
+    try:
+        size = os.fstat(fd).st_size
+        return (size >= len(PNG_SIGNATURE) + len(_PNG_END) and os.pread(fd, len(PNG_SIGNATURE), 0) == PNG_SIGNATURE
+                and os.pread(fd, len(_PNG_END), size - len(_PNG_END)) == _PNG_END)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def png_problem(data: bytes) -> Optional[str]:
