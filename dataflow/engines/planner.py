@@ -18,13 +18,15 @@ from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
 from dataflow.engines.job import EditJob
 from dataflow.engines.records import make_record
-from dataflow.engines.tasks import (Bucketer, RowKeys, RowTask, bucket_of, check_image_count, parse_row,
-                                    row_digest, row_signature)
+from dataflow.engines.tasks import (Bucketer, RowKeys, RowTask, bucket_of, check_image_count, image_identity,
+                                    parse_row, row_digest, row_signature)
 from dataflow.io.image_io import png_file_is_whole
+from dataflow.utils.checkpoint import Settled
 
 PROBE_THREADS = 8
 CHUNK = 16  # rows per task of the pool: fewer hand-overs between threads than one task a row
 CHUNKS_AHEAD_PER_THREAD = 2  # chunks submitted to the pool ahead of the one being bucketed
+IDENTITY_CACHE = 65536  # image paths whose identity (size, mtime) a planner remembers
 WINDOW_BATCHES = 32  # partial buckets may hold this many batches' worth of rows before the fullest leaves
 
 Planned = Union[list, dict]  # a batch of RowTasks, or a finished row's record (reused or failed)
@@ -34,8 +36,9 @@ class Planner:
     """Iterate to get, in input order as far as buckets allow, batches to edit and records of rows already done.
 
     A record with ``"reused": True`` is an earlier run's result for the same instruction and images whose files
-    are all still whole on disk, or its final error; any other record is a row that cannot be edited (its error says why). After a complete pass,
-    ``total`` is the number of rows and ``planned_rows`` holds each row's ``row_digest``.
+    are all still whole on disk, or its final error; any other record is a row that cannot be edited (its error
+    says why). After a complete pass, ``total`` is the number of rows and ``planned_rows`` holds each row's
+    ``row_digest``.
 
     Args:
         job: the rows, the serving (batch size, buckets, image limit) and where outputs go.
@@ -43,7 +46,7 @@ class Planner:
             (``Checkpoint.finished``).
     """
 
-    def __init__(self, job: EditJob, previous: dict[str, Union[tuple, str]], threads: int = PROBE_THREADS):
+    def __init__(self, job: EditJob, previous: dict[str, Settled], threads: int = PROBE_THREADS):
         self.job = job
         self.previous = previous
         self.owner = ({path: key for key, (outcome, _) in previous.items() if isinstance(outcome, tuple)
@@ -51,6 +54,7 @@ class Planner:
         self.threads = threads
         self.total = 0
         self.finished = False
+        self._identities: dict[str, list] = {}
         self.planned_rows = array("q")  # row_digest of each row, by index: the output is paired with rows by it
 
     def __iter__(self) -> Iterator[Planned]:
@@ -99,7 +103,7 @@ class Planner:
             task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir)
             if not job.writes_files:
                 task.edited_paths = row_fields.edited_paths(row, job.edited_key, job.edited_dir or os.getcwd())
-            task.signature = row_signature(task)
+            task.signature = row_signature(task, self.image_identity)
         except RowError as exc:
             return make_record(index, key, error=str(exc))
         done = self.previous.get(key)
@@ -117,6 +121,16 @@ class Planner:
         task.bucket = bucket_of(job.serving.bucket_key(*sizes[0]), sizes)
         task.suffix = self.free_suffix(task)
         return task
+
+    def image_identity(self, path: str) -> list:
+        """``tasks.image_identity``, each path's stat taken once per run (rows often share an image); the cache
+        is emptied when it reaches ``IDENTITY_CACHE`` paths, so memory stays bounded."""
+        known = self._identities.get(path)
+        if known is None:
+            if len(self._identities) >= IDENTITY_CACHE:
+                self._identities.clear()
+            known = self._identities[path] = image_identity(path)
+        return known
 
     def redo_reason(self, task: RowTask, outcome: Union[tuple, str], signature: Optional[int]) -> str:
         """Why the earlier result of ``task``'s row is not reused: "changed" (its instruction or an image is not

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Hashable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Hashable, Iterator, Mapping, Optional, Sequence
 
 from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
@@ -50,7 +50,7 @@ class RowKeys:
         return base if repeat == 0 else f"{base}#{repeat}"
 
 
-def row_signature(task: RowTask) -> int:
+def row_signature(task: RowTask, identity: Callable[[str], list] = None) -> int:
     """What determines a row's result besides the serving's settings (which the checkpoint's fingerprint holds):
     its instruction and each image it reads, as 63 bits of a BLAKE2b digest (a non-negative int64, which Arrow
     holds when the Ray engine ships the task).
@@ -60,9 +60,10 @@ def row_signature(task: RowTask) -> int:
     digest its reference carries, or else by its shard's size and time and its member name. A row whose ``id``
     stayed while its instruction or image changed therefore gets another signature and is redone. Copying the
     images without keeping their times (``cp`` without ``-p``) changes the signature too, which costs a redo,
-    never a wrong result.
+    never a wrong result. ``identity`` may be a cached ``image_identity`` (many rows share an image).
     """
-    parts = [task.instruction] + [image_identity(path) for path in task.image_paths + task.edited_paths]
+    identity = identity or image_identity
+    parts = [task.instruction] + [identity(path) for path in task.image_paths + task.edited_paths]
     digest = hashlib.blake2b(json.dumps(parts).encode("ascii"), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 

@@ -161,4 +161,5 @@ def test_a_non_utf8_byte_and_deep_nesting_are_skipped_like_any_malformed_line(tm
                                                  json.dumps(ROWS[1]).encode()])
     stream = FileStorage(source, cache_path=str(tmp_path), skip_malformed_lines=True).step().stream()
     assert [(n, r["id"]) for n, r in stream.numbered()] == [(1, "a"), (4, "b")]
-    assert "line 2 skipped: not UTF-8 text" in caplog.text and "line 3 skipped: invalid JSON (nested too deeply" in caplog.text
+    assert "line 2 skipped: not UTF-8 text" in caplog.text
+    assert "line 3 skipped: invalid JSON (nested too deeply" in caplog.text
