@@ -6,6 +6,7 @@ nothing generated. 128+N: stopped by signal N (130 for Ctrl-C, 143 for SIGTERM) 
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, Optional
 
@@ -28,10 +29,10 @@ def run_main(body: Callable[[], int], debug: bool = False, respell: Optional[Cal
     except RunInterrupted as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second signal during a run (StoppedAtOnce), or Ctrl-C outside one
         print("stopped at once; rows checkpointed so far are kept. Run the same command again to resume.",
               file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except DataflowError as exc:
         if debug:
             raise

@@ -152,7 +152,14 @@ def command_run(args: argparse.Namespace) -> int:
     if summary.describe_usage():
         print(f"{args.backend}: {summary.describe_usage()}", file=sys.stderr)
     if not args.no_gallery:
-        print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
+        print("writing the gallery ...", file=sys.stderr)
+        try:
+            print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
+        except OSError as exc:  # a full disk, say: the step file is whole, only the page is missing
+            print(f"error: only the gallery failed ({exc}); the step file {summary.output_path} is complete. "
+                  f"Rebuild the gallery with: dataflow-edit gallery {summary.output_path}", file=sys.stderr)
+            print(summary.output_path)
+            return EXIT_ROWS_FAILED
     print(summary.output_path)
     return summary.exit_code
 

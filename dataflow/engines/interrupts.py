@@ -12,6 +12,15 @@ logger = get_logger()
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: stop now. A ``KeyboardInterrupt``, so that no ``except Exception`` on the way
+    holds it up; ``signum`` keeps which signal it was, for the exit code (143 for SIGTERM, not 130)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class InterruptGuard:
     """Context manager that records the first SIGINT/SIGTERM in ``signum`` instead of dying at once.
 
@@ -36,7 +45,7 @@ class InterruptGuard:
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:  # second signal: stop at once; the checkpoint already holds finished rows
             self.__exit__()
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
         self.signum = signum
         logger.warning(
             "%s received: finishing the current batch, then saving progress (send it again to stop at once)",

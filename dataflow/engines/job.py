@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
 
+from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
+from dataflow.engines.tasks import RowKeys, row_digest
 from dataflow.io.image_io import ImageIO
 
 if TYPE_CHECKING:
@@ -54,6 +57,13 @@ class EditJob:
     def error_key(self) -> str:
         return f"{self.output_key}_error"
 
+    def output_folders(self) -> list[str]:
+        """The folders this job writes into: the progress file's, and the image folder of an edit job."""
+        folders = [os.path.dirname(os.path.abspath(self.progress_file))]
+        if self.writes_files:
+            folders.append(os.path.abspath(self.image_io.save_path))
+        return list(dict.fromkeys(os.path.realpath(f) for f in folders))
+
     def iter_rows(self) -> Iterator[dict]:
         return iter(self.rows)
 
@@ -62,13 +72,40 @@ class EditJob:
         numbered = getattr(self.rows, "numbered", None)
         return numbered() if numbered is not None else ((None, row) for row in self.rows)
 
-    def output_rows(self, records: "RecordStore") -> Union[list, Iterator[dict]]:
+    def output_rows(self, records: "RecordStore", planned: Optional[Sequence[int]] = None
+                    ) -> Union[list, Iterator[dict]]:
         """Input rows with the output paths added, and an error message on the rows that failed.
 
-        A list for a list of rows; for a streamed source, an iterator that reads the source again.
+        A list for a list of rows; for a streamed source, an iterator that reads the source again. ``planned``
+        holds ``row_digest`` of each row as the run planned it: a row read again must be the same row (key,
+        image value, conversation) at the same place, so a result is never paired with a row by position alone.
+        Where the input changed during the run (a row inserted, deleted, appended or edited), ``InputError`` says
+        so before a wrong row is written; the step file is written atomically, so nothing of it is left, while
+        the checkpoint keeps every finished row for a rerun.
         """
-        rows = (self._output_row(index, row, records) for index, row in enumerate(self.iter_rows()))
+        rows = self._output_rows(records, planned)
         return list(rows) if isinstance(self.rows, list) else rows
+
+    def _output_rows(self, records: "RecordStore", planned: Optional[Sequence[int]]) -> Iterator[dict]:
+        keys = RowKeys(self.image_key, self.conversation_key)
+        count = 0
+        for index, (line, row) in enumerate(self.numbered_rows()):
+            if planned is not None and (index >= len(planned) or planned[index] != self._digest(keys, row)):
+                where = f"line {line}" if line is not None else f"row {index + 1}"
+                raise InputError(self._changed_message(f"{where} is not the row the run planned there"))
+            count = index + 1
+            yield self._output_row(index, row, records)
+        if planned is not None and count != len(planned):
+            raise InputError(self._changed_message(f"it has {count} rows, not the {len(planned)} planned"))
+
+    def _digest(self, keys: RowKeys, row: dict) -> int:
+        return row_digest(keys.next(row), row, self.image_key, self.conversation_key)
+
+    def _changed_message(self, what: str) -> str:
+        source = getattr(self.rows, "path", "the input")
+        return (f"{source} changed during the run ({what}); no step file was written, so that no row gets "
+                "another row's result. Finished rows are checkpointed: run the same command again, with the "
+                "input left as it is, to edit what changed and write the step file.")
 
     def _output_row(self, index: int, row: dict, records: "RecordStore") -> dict:
         row = dict(row)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Hashable, Iterator, Mapping, Sequence
+from typing import Callable, Hashable, Iterator, Mapping, Optional, Sequence
 
 from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
 from dataflow.core.serving import ImageEditServing
+from dataflow.core.reference import parse_reference
 
 
 @dataclass
@@ -22,6 +26,8 @@ class RowTask:
     suffix: str = ""  # tells apart output files when another row's files already hold the default names
     warnings: list = field(default_factory=list)  # decoder warnings seen while planning, one line each
     edited_paths: list = field(default_factory=list)  # the row's edited images, when the job scores edits
+    signature: Optional[int] = None  # what the row asks for (``row_signature``), kept with its result
+    redo: str = ""  # why an earlier result of this row is not reused: "changed" or "damaged" (see ``REDO``)
 
     @property
     def image_path(self) -> str:
@@ -42,6 +48,47 @@ class RowKeys:
         repeat = self._seen.get(base, 0)
         self._seen[base] = repeat + 1
         return base if repeat == 0 else f"{base}#{repeat}"
+
+
+def row_signature(task: RowTask, identity: Callable[[str], list] = None) -> int:
+    """What determines a row's result besides the serving's settings (which the checkpoint's fingerprint holds):
+    its instruction and each image it reads, as 63 bits of a BLAKE2b digest (a non-negative int64, which Arrow
+    holds when the Ray engine ships the task).
+
+    An image file counts by its size and modification time, which a stat gives without reading the file (a
+    rerun of a million rows must not read every image); an image embedded in a dataset shard by the content
+    digest its reference carries, or else by its shard's size and time and its member name. A row whose ``id``
+    stayed while its instruction or image changed therefore gets another signature and is redone. Copying the
+    images without keeping their times (``cp`` without ``-p``) changes the signature too, which costs a redo,
+    never a wrong result. ``identity`` may be a cached ``image_identity`` (many rows share an image).
+    """
+    identity = identity or image_identity
+    parts = [task.instruction] + [identity(path) for path in task.image_paths + task.edited_paths]
+    digest = hashlib.blake2b(json.dumps(parts).encode("ascii"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def image_identity(path: str) -> list:
+    """[size, mtime in ns] of an image file; the content digest or the shard's identity of an embedded image;
+    ["missing"] when neither (the row then fails on reading, with the reason)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        ref = parse_reference(path)
+        if ref is None:
+            return ["missing"]
+        if ref.sha256:
+            return ["sha256", ref.sha256]
+        return image_identity(ref.container) + [ref.member, ref.row, ref.column, ref.item]
+    return [info.st_size, info.st_mtime_ns]
+
+
+def row_digest(key: str, row: Mapping, image_key: str, conversation_key: str) -> int:
+    """One machine word for a row's key and what it asks for (its image value and conversation), to remember what
+    was planned at each place of a million-row input: a row whose ``id`` stayed but whose instruction changed
+    differs. Python's hash, stable within the process, which is as long as the memory lasts."""
+    asked = json.dumps([row.get(image_key), row.get(conversation_key)], sort_keys=True, default=str)
+    return hash((key, asked))
 
 
 def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str) -> RowTask:

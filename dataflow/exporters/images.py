@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dataflow.core.errors import RowError
+from dataflow.io.image_io import png_problem
 from dataflow.io.sources import embedded_ref, read_source_bytes
 
 IMAGE_FORMATS = ("png", "jpeg")
@@ -59,6 +60,9 @@ def encode_file(path: str, fmt: str = "png", keep_bytes: bool = False) -> Encode
     base = ref.name if ref is not None else os.path.basename(path)
     stem = os.path.splitext(base)[0] if "." in base else base
     found = sniff(data)
+    problem = png_problem(data) if found == "png" else None  # bytes copied as they are must be a whole PNG
+    if problem:
+        raise RowError(f"not a readable image: {path} ({problem})")
     if found == fmt or (keep_bytes and found):
         return EncodedImage(data, found, f"{stem}.{EXTENSIONS[found]}")
     try:

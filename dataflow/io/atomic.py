@@ -1,31 +1,43 @@
 """Crash-safe file writes: write a temp file in the destination folder, fsync it, then ``os.replace``.
 
 A reader therefore sees either the old file or the complete new one, never a torn file.
+
+Text is written as UTF-8 with ``errors="backslashreplace"`` (``TEXT_ERRORS``): the only characters UTF-8 cannot
+hold are lone surrogates (``"caf\\ud800"``, from a ``\\ud800`` JSON escape or a ``surrogateescape`` decoder), and
+``\\ud800`` is their escape in JSON, where it reads back as the same string, and readable text in HTML or CSV. One
+odd string in one row never fails a whole file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
+import secrets
 import tempfile
 from typing import IO, Iterator
 
 from dataflow.core.errors import InputError
+from dataflow.io.lock import holds_lock
+
+TEXT_ERRORS = "backslashreplace"  # see the module's docstring
 
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside ``path`` for writing; on success it replaces ``path`` atomically."""
+    errors = TEXT_ERRORS
     if "b" in mode:
-        encoding = None
+        encoding = errors = None
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     prefix = f".{os.path.basename(path)}."
-    remove_stale_temps(folder, prefix)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    if holds_lock(folder):  # only the run that holds the folder knows that no other write is in flight there
+        remove_stale_temps(folder, prefix)
+    fd, tmp = _create_temp(folder, prefix)
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
+        with named_os_errors(path), os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -37,8 +49,38 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
     fsync_dir(folder)
 
 
+@contextlib.contextmanager
+def named_os_errors(path: str) -> Iterator[None]:
+    """Give an ``OSError`` raised without a file name (a write or fsync on a full disk: ``[Errno 28] No space
+    left on device``) the name of ``path``, so that the one-line error says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, path) from exc
+
+
+def _create_temp(folder: str, prefix: str) -> tuple[int, str]:
+    """A new, empty temp file ``{prefix}{random}.tmp`` in ``folder``, opened for writing: (fd, path).
+
+    Unlike ``tempfile.mkstemp``, which always makes mode 0600, the file is created with mode 0666 less the umask,
+    as ``open`` would make it: the step files, images and galleries of a run are readable by whoever the user's
+    umask lets read their files (0644 under the usual 022), on shared storage and behind a web server.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name", os.path.join(folder, prefix + "*.tmp"))
+
+
 def remove_stale_temps(folder: str, prefix: str) -> None:
-    """Delete temp files a killed earlier write of the same file left behind."""
+    """Delete temp files a killed earlier write of the same file left behind (call it only while holding the
+    folder's ``output_lock``: another process's write in flight has a temp file of the same form)."""
     for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
         with contextlib.suppress(OSError):
             os.unlink(stale)

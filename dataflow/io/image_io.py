@@ -10,8 +10,10 @@ import re
 import stat
 import threading
 import warnings
+import zlib
 from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
+import numpy as np
 import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -85,6 +87,52 @@ class ImageIO:
             atomic_write_bytes(path, encode_png(image))
             paths.append(path)
         return paths
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: no data, then its CRC
+
+
+def png_file_is_whole(path: str) -> bool:
+    """True when ``path`` starts with the PNG signature and ends with the IEND chunk: two small reads, no decode.
+
+    This is the check a rerun makes before reusing an earlier run's output image: it catches the usual damage
+    (a file cut short by a full disk, a copy or a sync that stopped) without reading a million images in full.
+    Bytes damaged in the middle of a whole-length file are found where the bytes are read anyway: an export
+    checks every chunk's CRC (``png_problem``).
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        return (size >= len(PNG_SIGNATURE) + len(_PNG_END) and os.pread(fd, len(PNG_SIGNATURE), 0) == PNG_SIGNATURE
+                and os.pread(fd, len(_PNG_END), size - len(_PNG_END)) == _PNG_END)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def png_problem(data: bytes) -> Optional[str]:
+    """What is wrong with PNG bytes, in words (a bad signature, a chunk cut short or with a wrong CRC, no IEND
+    chunk at the end), or None for a whole PNG. Reads every chunk's CRC, not the pixels: a fraction of a decode."""
+    if not data.startswith(PNG_SIGNATURE):
+        return "not a PNG file (no PNG signature)"
+    position = len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return f"truncated PNG: the {kind.decode('latin-1')!r} chunk at byte {position} is cut short"
+        if zlib.crc32(data[position + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"damaged PNG: the {kind.decode('latin-1')!r} chunk at byte {position} fails its CRC"
+        if kind == b"IEND":
+            return None
+        position = end
+    return "truncated PNG: it ends before its IEND chunk"
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -185,7 +233,10 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert to RGB, putting transparent pixels on a white background instead of black."""
+    """Convert to RGB, putting transparent pixels on a white background instead of black, and scaling 16-bit,
+    32-bit integer and float images to 8 bits (``_deep_to_8_bits``) instead of clipping them."""
+    if img.mode.startswith(("I", "F")):
+        return _deep_to_8_bits(img).convert("RGB")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -194,6 +245,35 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     img.load()
     return img.copy()
+
+
+def _deep_to_8_bits(img: Image.Image) -> Image.Image:
+    """An 8-bit grayscale ("L") image of a 16-bit, 32-bit integer or float one ("I;16*", "I", "F").
+
+    Pillow's own conversion clips such values at 255, which turns a 16-bit photo white. Instead:
+
+    - 16-bit ("I;16", "I;16B", ...): the full 0..65535 range maps onto 0..255.
+    - 32-bit integer ("I", as TIFF and some PNG readers give): values within 0..255 are kept, values within
+      0..65535 are taken as 16-bit data, and any other range is stretched from its minimum to its maximum.
+    - Float ("F"): 0..1 (the usual convention) maps onto 0..255, values within 0..255 are kept, and any other
+      range is stretched; NaN and infinities become 0.
+    """
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        scaled = values * (255 / 65535)
+    else:
+        finite = np.isfinite(values)
+        values = np.where(finite, values, 0.0)
+        low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 0.0)
+        if img.mode == "F" and low >= 0 and high <= 1:
+            scaled = values * 255
+        elif low >= 0 and high <= 255:
+            scaled = values
+        elif img.mode != "F" and low >= 0 and high <= 65535:
+            scaled = values * (255 / 65535)
+        else:
+            scaled = (values - low) * (255 / ((high - low) or 1))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
 def _one_line(value: object) -> str:

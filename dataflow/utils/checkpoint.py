@@ -1,7 +1,9 @@
 """The progress file that makes runs resumable.
 
 ``{step file}.progress.jsonl`` starts with a header holding the fingerprint of the model and generation
-parameters, followed by one JSON line per finished row: ``{"key", "index", "output", "error"}``. Lines are
+parameters, followed by one JSON line per finished row: ``{"key", "index", "output", "error", "signature"}``,
+where ``signature`` says what the row asked for (its instruction and images: ``engines.tasks.row_signature``), so
+that a rerun redoes a row whose ``id`` stayed while its instruction or image changed. Lines are
 appended, flushed and fsynced every ``interval`` rows, so a kill loses at most the rows since the last flush.
 A torn last line (a kill in the middle of a write) is ignored on read.
 """
@@ -14,10 +16,12 @@ from typing import Any, Iterator, Optional, Union
 
 from dataflow.core.errors import InputError
 from dataflow.core.validation import check_positive_int
-from dataflow.io.atomic import fsync_dir
+from dataflow.io.atomic import TEXT_ERRORS, fsync_dir, named_os_errors
 from dataflow.logger import get_logger
 
 logger = get_logger()
+
+Settled = tuple[Union[tuple, str], Optional[int]]  # (output paths or a final error, signature): see ``finished``
 
 
 def progress_path(step_file: str) -> str:
@@ -42,19 +46,21 @@ class Checkpoint:
         self._pending: list[dict] = []
         self._handle = None
 
-    def finished(self) -> dict[str, Union[tuple, str]]:
-        """What an earlier run settled, by key (the last record of a key wins): the output paths of rows finished
-        with images, and the message of rows that failed with a final error (``EditResult.final``).
+    def finished(self) -> dict[str, Settled]:
+        """What an earlier run settled, by key (the last record of a key wins): ``(outcome, signature)``, where the
+        outcome is the output paths of a row finished with images, or the message of a row that failed with a
+        final error (``EditResult.final``), and the signature is the row's ``signature`` as an int (None in the
+        records of versions that kept none).
 
-        The file is read line by line and only paths and final errors are kept, so a resumed million-row run
-        stays small. Other failed rows are left out: a rerun tries them again.
+        The file is read line by line and only paths, final errors and signatures are kept, so a resumed
+        million-row run stays small. Other failed rows are left out: a rerun tries them again.
         """
-        finished: dict[str, Union[tuple, str]] = {}
+        finished: dict[str, Settled] = {}
         for record in self._records():
             if not record.get("error") and record.get("output"):
-                finished[record["key"]] = tuple(record["output"])
+                finished[record["key"]] = (tuple(record["output"]), _signature(record))
             elif record.get("error") and record.get("final"):
-                finished[record["key"]] = str(record["error"])
+                finished[record["key"]] = (str(record["error"]), _signature(record))
             else:
                 finished.pop(record["key"], None)
         return finished
@@ -90,11 +96,12 @@ class Checkpoint:
         """Append queued rows, then flush and fsync."""
         if not self._pending:
             return
-        if self._handle is None:
-            self._open()
-        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._pending))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with named_os_errors(self.path):
+            if self._handle is None:
+                self._open()
+            self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._pending))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
         self._pending.clear()
 
     def close(self) -> None:
@@ -107,7 +114,7 @@ class Checkpoint:
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = open(self.path, "a", encoding="utf-8", errors=TEXT_ERRORS)  # a lone surrogate: escaped
         if new:
             self._handle.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
         elif not _ends_with_newline(self.path):
@@ -129,6 +136,14 @@ class Checkpoint:
             "outputs of different settings. Use another cache path for the new settings, or delete that file to "
             "regenerate every row."
         )
+
+
+def _signature(record: dict) -> Optional[int]:
+    """A record's ``signature`` (hex) as an int, which takes less memory than its text; None when absent."""
+    try:
+        return int(record["signature"], 16)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _parse(line: str) -> Optional[dict[str, Any]]:

@@ -7,6 +7,7 @@ out unchanged; ``read("dataframe")`` wraps them in a pandas DataFrame for users 
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from typing import Any, Literal, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.io.atomic import atomic_open
+from dataflow.io.lock import output_lock
 from dataflow.io.sources import input_folder, open_dataset
 from dataflow.io.sources.parquet import pyarrow_parquet
 from dataflow.logger import get_logger
@@ -107,7 +109,8 @@ class FileStorage:
         """Write rows (a DataFrame, a list of dicts, or any iterable of dicts, streamed for JSONL) as the next
         step's file, atomically; return its path."""
         path = self.write_path
-        count = write_records(path, _as_records(data), self.cache_type)
+        with output_lock(os.path.dirname(os.path.abspath(path))):  # the run's, when a run writes it
+            count = write_records(path, _as_records(data), self.cache_type)
         logger.info("wrote %d rows to %s", count, path)
         return path
 
@@ -173,6 +176,11 @@ def _read_table(path: str, fmt: str) -> list[dict]:
                 data = json.load(handle)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                 f"{exc.start}); save it as UTF-8") from None
+            except RecursionError:
+                raise InputError(f"{path}: invalid JSON (nested too deeply to read)") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(f"{path}: a JSON input must be a list of objects")
         return data
@@ -198,7 +206,7 @@ def write_records(path: str, records: Iterable[dict], fmt: str) -> int:
     else:
         import pandas as pd
 
-        frame = pd.DataFrame([_jsonable(r) for r in records])
+        frame = pd.DataFrame([_without_surrogates(_jsonable(r)) for r in records])
         for column in frame.columns:
             if _needs_json_text(frame[column], fmt):
                 frame[column] = frame[column].map(lambda v: json.dumps(v, ensure_ascii=False))
@@ -219,25 +227,43 @@ def _needs_json_text(column, fmt: str) -> bool:
 
 
 def dumps_row(record: Mapping[str, Any]) -> str:
-    """One JSON line for a row; NaN becomes null and numpy values become plain JSON."""
+    """One JSON line for a row; NaN becomes null and numpy values become plain JSON.
+
+    A lone surrogate (``"caf\\ud800"``, which UTF-8 cannot hold) stays in the text; ``atomic_open`` writes it as
+    its JSON escape, which reads back as the same string.
+    """
     try:  # most rows are plain JSON already: skip the walk over every value
         return json.dumps(record, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         return json.dumps(_jsonable(record), ensure_ascii=False)
 
 
+def _without_surrogates(value: Any) -> Any:
+    """Keys and strings with each lone surrogate as the text of its escape (``\\ud800``), for the table formats,
+    whose writers (pandas, pyarrow) fail on one; other values unchanged."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
+
+
 def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Iterator[tuple[int, dict]]:
     """(line number, row) pairs, one line at a time; blank lines are not rows, and a UTF-8 byte-order mark (as
-    Windows editors write) is not part of the first line."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    Windows editors write) is not part of the first line.
+
+    The file is read as bytes and each line decoded on its own, so a line that is not UTF-8 is one malformed line
+    (named by its number, skipped with the others) rather than a decoding error that stops the whole read.
+    """
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
-                problem = None if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
-            except json.JSONDecodeError as exc:  # some messages end in "at" ("Unterminated string starting at")
-                problem = f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+            record, problem = parse_jsonl_line(raw)
             if problem is None:
                 yield number, record
             elif not skip_malformed_lines:
@@ -247,6 +273,23 @@ def _iter_jsonl(path: str, skip_malformed_lines: bool, warn: bool = True) -> Ite
                 )
             elif warn:
                 logger.warning("%s line %d skipped: %s", path, number, problem)
+
+
+def parse_jsonl_line(raw: bytes) -> tuple[Optional[dict], Optional[str]]:
+    """(the row, None), or (None, what is wrong with the line, in words)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"  # some messages end in "at"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply to read)"
+    if not isinstance(record, dict):
+        return None, f"expected a JSON object, got {type(record).__name__}"
+    return record, None
 
 
 def _as_records(data: Any) -> Iterable[dict]:
@@ -271,7 +314,7 @@ def _from_cell(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return value
     return _jsonable(value)
 

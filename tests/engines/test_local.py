@@ -262,3 +262,34 @@ def test_buckets_are_formed_over_a_bounded_window():
             held -= {t.index for t in batch}
         peak = max(peak, len(held))
     assert peak <= 9
+
+
+def test_a_lone_surrogate_in_any_field_is_kept_escaped_and_the_rerun_resumes(tmp_path):
+    rows = [dict(r, id=f"caf\ud800{i}", note="x\udfff") for i, r in enumerate(good_rows(tmp_path, 3))]
+    rows[1]["conversations"][0]["content"] += " \ud800"
+    summary, out = run_operator(tmp_path, rows, InvertServing())
+    assert (summary.generated, summary.failed) == (3, 0)
+    assert out == [dict(r, output_image=o["output_image"]) for r, o in zip(rows, out)]
+    assert "\\ud800" in open(summary.output_path, encoding="utf-8").read()  # valid UTF-8, the JSON escape
+    serving = InvertServing()
+    again, out_again = run_operator(tmp_path, rows, serving)
+    assert (again.reused, serving.calls) == (3, []) and out_again == out
+
+
+def test_without_a_terminal_progress_lines_are_logged_while_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    import time
+
+    from dataflow.engines import driver
+
+    monkeypatch.setattr(driver, "LOG_EVERY_S", 0.2, raising=False)
+    rows = good_rows(tmp_path, 6)
+    serving = InvertServing(batch_size=1, on_batch=lambda requests: time.sleep(0.15))
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    serving.image_io = ImageIO(save_path=str(tmp_path / "out"))
+    storage = FileStorage(source, cache_path=str(tmp_path / "out"))
+    with caplog.at_level("INFO", logger="dataflow"):  # pytest's stderr is no terminal: tqdm draws no bar
+        PromptedImageEditGenerator(serving).run(storage.step())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("editing: ")]
+    assert len(lines) >= 2, lines
+    assert all(" rows/s" in line and "/6 rows (" in line for line in lines[1:]), lines
+    assert any("left" in line for line in lines), lines

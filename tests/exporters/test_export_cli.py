@@ -71,3 +71,14 @@ def test_a_row_without_an_instruction_is_a_bad_row_and_others_export(run, tmp_pa
     err = capsys.readouterr().err
     assert "not exported: edited_step1.jsonl line 1: 'conversations' is empty" in err
     assert "exported 3 examples" in err and "1 bad rows" in err
+
+
+@pytest.mark.parametrize("fmt", ["hf", "ip2p", "webdataset", "ai-toolkit"])
+def test_a_truncated_edited_png_is_named_counted_and_not_embedded(run, tmp_path, capsys, fmt):
+    path = run.edited[("r0", 0)]
+    whole = open(path, "rb").read()
+    with open(path, "wb") as handle:  # cut short, as by a full disk or a copy that stopped
+        handle.write(whole[: len(whole) * 2 // 3])
+    assert cli(["export", run.output, "--format", fmt, "--out", str(tmp_path / fmt)]) == 1
+    err = capsys.readouterr().err
+    assert "sample_0_0.png (truncated PNG: the 'IDAT' chunk at byte" in err and "1 missing images" in err

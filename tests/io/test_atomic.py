@@ -12,6 +12,7 @@ from PIL import Image
 
 from dataflow.io import ImageIO
 from dataflow.io.atomic import atomic_open
+from dataflow.io.lock import output_lock
 from dataflow.utils.storage import write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +84,7 @@ def test_a_step_file_whose_rows_fail_to_serialize_midway_keeps_the_previous_step
 WRITER = """
 import os, sys, time
 from dataflow.io.atomic import atomic_open
+from dataflow.io.lock import output_lock
 
 path, marker = sys.argv[1:]
 with atomic_open(path, "wb") as handle:
@@ -96,7 +98,7 @@ with atomic_open(path, "wb") as handle:
 """
 
 
-def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_write_removes_its_temp_file(tmp_path):
+def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_locked_write_removes_its_temp_file(tmp_path):
     path, marker = tmp_path / "big.bin", tmp_path / "half-written"
     path.write_bytes(b"previous contents")
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -111,7 +113,39 @@ def test_a_writer_killed_midway_leaves_the_old_file_and_the_next_write_removes_i
         writer.wait(30)
     assert path.read_bytes() == b"previous contents"
     assert len(leftovers(tmp_path)) == 1  # the killed write's temp file, which nothing renamed
-    with atomic_open(str(path), "wb") as handle:
+    with output_lock(str(tmp_path)), atomic_open(str(path), "wb") as handle:  # as a run writes its folder
         handle.write(b"new contents")
     assert path.read_bytes() == b"new contents"
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_written_files_honour_the_umask(tmp_path, umask_022):
+    (png,) = ImageIO(save_path=str(tmp_path / "out")).write(0, [Image.new("RGB", (8, 8))])
+    step = str(tmp_path / "out" / "step.jsonl")
+    write_records(step, [{"id": 1}], "jsonl")
+    assert [oct(os.stat(p).st_mode & 0o777) for p in (png, step)] == ["0o644", "0o644"]
+    os.umask(0o077)
+    write_records(step, [{"id": 2}], "jsonl")
+    assert oct(os.stat(step).st_mode & 0o777) == "0o600"
+
+
+def test_a_full_disk_names_the_file_that_could_not_be_written(tmp_path, monkeypatch):
+    from dataflow.utils.checkpoint import Checkpoint
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FailingHalfway(real_fdopen(*args, **kwargs)))
+    with pytest.raises(OSError, match=r"No space left on device: '.*step\.jsonl'"):
+        write_records(str(tmp_path / "step.jsonl"), [{"id": 1}], "jsonl")
+    monkeypatch.undo()
+    checkpoint = Checkpoint(str(tmp_path / "step.progress.jsonl"), {"serving": "x"}, interval=1)
+    checkpoint._open()
+    checkpoint._handle = FailingHalfway(checkpoint._handle)
+    with pytest.raises(OSError, match=r"No space left on device: '.*step\.progress\.jsonl'"):
+        checkpoint.add({"key": "a", "index": 0, "output": [], "error": None})

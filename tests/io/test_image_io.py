@@ -77,3 +77,43 @@ def test_outputs_are_written_as_sample_folders_of_pngs(tmp_path):
 
 def test_relative_save_paths_give_relative_output_paths():
     assert ImageIO(save_path="./cache_local/x").output_path(0, 0) == "./cache_local/x/sample_0/sample_0_0.png"
+
+
+GRADIENT = np.tile(np.arange(256, dtype=np.uint16), (8, 1))  # 8-bit values 0..255, left to right
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_a_16_bit_gradient_keeps_its_gradient(tmp_path, ext):
+    path = tmp_path / f"gradient16.{ext}"
+    Image.fromarray(GRADIENT * 257).save(path)  # 0..65535: a full-range 16-bit grayscale ramp
+    assert Image.open(path).mode == "I;16"
+    pixels = np.asarray(ImageIO().read(str(path)))
+    assert pixels.shape == (8, 256, 3) and (pixels == GRADIENT[..., None]).all()
+
+
+@pytest.mark.parametrize("values, expected", [
+    (GRADIENT.astype(np.int32) * 257, GRADIENT),  # 16-bit data held as 32-bit integers
+    (GRADIENT.astype(np.int32) * 100_000 - 5, GRADIENT),  # a wider range: stretched over its own extent
+    (GRADIENT.astype(np.float32) / 255, GRADIENT),  # floats in 0..1
+    (GRADIENT.astype(np.float32) * 4 - 100, GRADIENT),  # floats in any other range: stretched
+])
+def test_32_bit_integer_and_float_images_are_scaled_to_8_bits(tmp_path, values, expected):
+    path = tmp_path / "deep.tif"
+    Image.fromarray(values).save(path)
+    pixels = np.asarray(ImageIO().read(str(path)))
+    assert np.abs(pixels[..., 0].astype(int) - expected).max() <= 1 and (pixels[..., 0] == pixels[..., 2]).all()
+
+
+def test_png_checks_find_a_cut_or_a_flipped_byte_and_pass_a_whole_png(tmp_path):
+    from dataflow.io.image_io import png_file_is_whole, png_problem
+
+    (path,) = ImageIO(save_path=str(tmp_path)).write(0, [Image.fromarray(np.full((64, 64, 3), 7, np.uint8))])
+    data = open(path, "rb").read()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    assert png_problem(data) is None and png_file_is_whole(path)
+    assert "fails its CRC" in png_problem(bytes(flipped))
+    assert "truncated PNG" in png_problem(data[:-5])
+    with open(path, "wb") as handle:
+        handle.write(data[:-5])
+    assert not png_file_is_whole(path)

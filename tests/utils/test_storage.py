@@ -113,3 +113,53 @@ def test_rows_written_from_an_iterator_are_streamed_to_the_step_file(tmp_path):
     storage = FileStorage(write_jsonl(tmp_path / "in.jsonl", ROWS), cache_path=str(tmp_path / "c")).step()
     path = storage.write(dict(r, n=i) for i, r in enumerate(storage.stream()))
     assert read_jsonl(path) == [dict(r, n=i) for i, r in enumerate(ROWS)]
+
+
+LONE_SURROGATE = "caf\ud800"  # what json.loads makes of "caf\\ud800", and what a bad decoder upstream leaves
+
+
+@pytest.mark.parametrize("cache_type", ["jsonl", "json"])
+def test_a_lone_surrogate_in_a_field_is_written_escaped_and_reads_back_the_same(tmp_path, cache_type):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "caf\\ud800", "note": "ok"}\n{"id": "b", "note": "caf\\udfff"}\n', encoding="ascii")
+    storage = FileStorage(str(source), cache_path=str(tmp_path / "c"), cache_type=cache_type).step()
+    rows = storage.read("dict")
+    assert rows[0]["id"] == LONE_SURROGATE
+    path = storage.write(rows)
+    assert "\\ud800" in open(path, encoding="utf-8").read()  # valid UTF-8, the surrogate as a JSON escape
+    assert storage.step().read("dict") == rows
+
+
+@pytest.mark.parametrize("cache_type", ["csv", "parquet"])
+def test_a_lone_surrogate_in_a_table_format_is_written_as_its_escape(tmp_path, cache_type):
+    storage = FileStorage(write_jsonl(tmp_path / "in.jsonl", ROWS), cache_path=str(tmp_path / "c"),
+                          cache_type=cache_type).step()
+    storage.write([dict(ROWS[0], note=LONE_SURROGATE), ROWS[1]])
+    rows = storage.step().read("dict")
+    assert rows[0]["note"] == "caf\\ud800" and rows[1]["id"] == "b"
+
+
+NON_UTF8_LINE = b'{"images": "caf\xe9.png"}'  # Latin-1 text in a UTF-8 file
+DEEP_LINE = b"[" * 100_000 + b"]" * 100_000  # valid JSON that no recursive parser can take
+
+
+def jsonl_bytes(path, lines) -> str:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("poison, problem", [(NON_UTF8_LINE, r"not UTF-8 text \(byte 0xe9 at column 16\)"),
+                                             (DEEP_LINE, r"invalid JSON \(nested too deeply to read\)")])
+def test_a_non_utf8_byte_or_deep_nesting_is_a_malformed_line_named_by_file_and_line(tmp_path, poison, problem):
+    source = jsonl_bytes(tmp_path / "in.jsonl", [json.dumps(ROWS[0]).encode(), poison, json.dumps(ROWS[1]).encode()])
+    with pytest.raises(InputError, match=rf"in\.jsonl line 2: {problem}\. Fix the line, or skip malformed lines"):
+        FileStorage(source, cache_path=str(tmp_path)).step().read("dict")
+
+
+def test_a_non_utf8_byte_and_deep_nesting_are_skipped_like_any_malformed_line(tmp_path, caplog):
+    source = jsonl_bytes(tmp_path / "in.jsonl", [json.dumps(ROWS[0]).encode(), NON_UTF8_LINE, DEEP_LINE,
+                                                 json.dumps(ROWS[1]).encode()])
+    stream = FileStorage(source, cache_path=str(tmp_path), skip_malformed_lines=True).step().stream()
+    assert [(n, r["id"]) for n, r in stream.numbered()] == [(1, "a"), (4, "b")]
+    assert "line 2 skipped: not UTF-8 text" in caplog.text
+    assert "line 3 skipped: invalid JSON (nested too deeply" in caplog.text
