@@ -94,7 +94,8 @@ class Planner:
         if done and (not job.writes_files or all(os.path.isfile(p) for p in done)):
             return dict(make_record(index, key, output=done), reused=True)
         try:
-            task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir)
+            task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir,
+                             turns=job.serving.wants_earlier_turns)
             if not job.writes_files:
                 return self.scoring_task(task, row)
             check_image_count(task, job.serving)

@@ -22,6 +22,7 @@ class RowTask:
     suffix: str = ""  # tells apart output files when another row's files already hold the default names
     warnings: list = field(default_factory=list)  # decoder warnings seen while planning, one line each
     edited_paths: list = field(default_factory=list)  # the row's edited images, when the job scores edits
+    earlier_turns: list = field(default_factory=list)  # earlier user messages, for servings editing turn by turn
 
     @property
     def image_path(self) -> str:
@@ -44,13 +45,16 @@ class RowKeys:
         return base if repeat == 0 else f"{base}#{repeat}"
 
 
-def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str) -> RowTask:
-    """A ``RowTask`` for the row, or ``RowError`` saying which field is wrong."""
+def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str,
+              turns: bool = False) -> RowTask:
+    """A ``RowTask`` for the row, or ``RowError`` saying which field is wrong; with ``turns``, the earlier user
+    messages too (``ImageEditServing.wants_earlier_turns``)."""
     return RowTask(
         index=index,
         key=key,
         image_paths=row_fields.image_paths(row, image_key, base_dir),
         instruction=row_fields.instruction(row, conversation_key),
+        earlier_turns=row_fields.earlier_turns(row, conversation_key) if turns else [],
     )
 
 
