@@ -141,9 +141,32 @@ def test_a_bad_or_missing_key_stops_the_run_naming_the_problem(edit_server, fmt)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_wrong_model_stops_the_run(edit_server, fmt):
+def test_a_model_the_service_does_not_have_stops_the_run_in_one_line_naming_it(edit_server, fmt):
     api = APIEditServing(fmt, edit_server.url, "no-such-model", KEY)
-    with pytest.raises(ServiceError, match="HTTP 404.*check the model name 'no-such-model'"):
+    with pytest.raises(ServiceError) as info:
+        api.edit([EditRequest("k", picture(0), "p")])
+    message = str(info.value)
+    assert message.startswith(f"the model 'no-such-model' does not exist at {api.api_url} (HTTP 404: ")
+    assert "current " + ("GPT" if fmt == "openai" else "Gemini") + " image models: " in message
+    assert "\n" not in message and len(edit_server.edits()) == 1
+
+
+def test_a_retired_default_or_named_model_is_said_to_be_retired(edit_server):
+    edit_server.models = {"gpt-image-2"}
+    for model in ("gpt-image-1", None):  # None: the default
+        with pytest.raises(ServiceError) as info:
+            APIEditServing("openai", edit_server.url, model, KEY).edit([EditRequest("k", picture(0), "p")])
+        shown = model or "gpt-image-2.5-sunburst"
+        assert str(info.value).startswith(f"the model '{shown}' does not exist")
+        if model:
+            assert "gpt-image-1 was shut down on 2026-10-23; current GPT image models: gpt-image-2.5-sunburst" \
+                in str(info.value)
+    assert [r.fields["model"] for r in edit_server.edits()] == ["gpt-image-1", "gpt-image-2.5-sunburst"]
+
+
+def test_a_wrong_url_is_not_mistaken_for_a_missing_model(edit_server):
+    api = APIEditServing("openai", edit_server.url + "/other", MODEL, KEY)
+    with pytest.raises(ServiceError, match="HTTP 404.*check the model name 'test-model' and the API URL"):
         api.edit([EditRequest("k", picture(0), "p")])
 
 
@@ -238,7 +261,8 @@ def test_the_documented_names_map_onto_the_core(edit_server, monkeypatch):
     (dict(extra_body={"prompt": "x"}), "must not set prompt"),
     (dict(extra_body={"seed": "7"}), "seed must be an integer"),
     (dict(extra_body=[1]), "JSON object"),
-    (dict(api_format="gemini", quality="high"), "imageConfig"),
+    (dict(api_format="gemini", quality="high"), "quality is not an option of the gemini format; it takes "
+                                                "aspect_ratio"),
     (dict(api_url="http://h/v1?api_key=1"), "DF_API_KEY"),
 ])
 def test_bad_arguments_are_refused_before_any_request(kwargs, message):
