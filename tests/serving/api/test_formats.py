@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from dataflow.core.errors import InputError
 from dataflow.http import Rejected, Unauthorized
 from dataflow.serving.api.edit_format import AnswerError
-from dataflow.serving.api.gemini_format import GeminiEditFormat, gemini_root_url
+from dataflow.serving.api.gemini_format import GeminiEditFormat, gemini_root_url, split_gemini_url
 from dataflow.serving.api.openai_format import OpenAIEditFormat, openai_base_url
 from dataflow.serving.api.upload import Upload
 
@@ -37,6 +36,18 @@ def test_the_gemini_endpoint_is_built_once(given):
     assert gemini_root_url(given) == "https://generativelanguage.googleapis.com"
     assert GeminiEditFormat(given, "models/gemini-x").endpoint == \
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-x:generateContent"
+
+
+@pytest.mark.parametrize("given, parts", [
+    ("https://g.example", ("https://g.example", None, None)),
+    ("https://g.example/v1", ("https://g.example", "v1", None)),
+    ("https://g.example/proxy/v1beta/", ("https://g.example/proxy", "v1beta", None)),
+    ("https://g.example/v1alpha/models/gemini-3-pro-image:generateContent",
+     ("https://g.example", "v1alpha", "gemini-3-pro-image")),
+    ("https://g.example/models/m", ("https://g.example", None, "m")),
+])
+def test_a_gemini_url_is_read_as_root_version_and_model(given, parts):
+    assert split_gemini_url(given) == parts
 
 
 def test_openai_sends_one_image_as_image_and_several_as_image_brackets():
