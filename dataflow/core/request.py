@@ -20,6 +20,10 @@ class EditRequest:
         num_images: how many edited images to produce for this row.
         more_images: the row's further reference images, in order, for backends that take several.
         edited: the row's edited images, for servings that measure edits instead of making them (scorers).
+        files: the encoded files ``images`` were decoded from, bytes each, in order; given only to servings that
+            send files as they are (``ImageEditServing.wants_source_files``), empty otherwise.
+        earlier_turns: the user messages of the row's conversation before ``instruction``, in order; given only
+            to servings that edit turn by turn (``ImageEditServing.wants_earlier_turns``), empty otherwise.
     """
 
     key: str
@@ -28,6 +32,8 @@ class EditRequest:
     num_images: int = 1
     more_images: tuple = ()
     edited: tuple = ()
+    files: tuple = ()
+    earlier_turns: tuple = ()
 
     @property
     def images(self) -> list:

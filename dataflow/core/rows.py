@@ -94,6 +94,22 @@ def instruction(row: Mapping[str, Any], key: str) -> str:
     raise RowError(f"'{key}' has no user message")
 
 
+def earlier_turns(row: Mapping[str, Any], key: str) -> list[str]:
+    """The user messages of the conversation before its last one, in order, each stripped (none when the field
+    is plain text); for editing turn by turn. A user message without text is a ``RowError`` naming it."""
+    conversation = _field(row, key)
+    if isinstance(conversation, str):
+        return []
+    instruction(row, key)  # the conversation's own problems are said as always
+    users = []
+    for message in conversation:
+        if not isinstance(message, Mapping):
+            raise RowError(f"'{key}' holds a {type(message).__name__} where a message object was expected")
+        if message.get("role", message.get("from")) in _USER_ROLES:
+            users.append(message)
+    return [_message_text(m, key, f"user message {n}") for n, m in enumerate(users[:-1], 1)]
+
+
 def row_key(row: Mapping[str, Any], image_key: str, conversation_key: str) -> str:
     """A stable identity: the ``id`` field (or a WebDataset sample's ``__key__``) if present, else a hash of the
     image value and the conversation, where an embedded image counts by its content's digest, not its place."""
@@ -112,18 +128,18 @@ def _identity_of(images: Any) -> Any:
     return content_id(images) or images
 
 
-def _message_text(message: Mapping[str, Any], key: str) -> str:
+def _message_text(message: Mapping[str, Any], key: str, which: str = "the last user message") -> str:
     content = message.get("content", message.get("value"))
     if isinstance(content, list):  # OpenAI-style parts: [{"type": "text", "text": "..."}, {"type": "image"}]
         parts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
         if not parts or not all(isinstance(p, str) for p in parts):
-            raise RowError(f"the last user message in '{key}' must be a string or a list of text parts")
+            raise RowError(f"{which} in '{key}' must be a string or a list of text parts")
         content = " ".join(parts)
     if is_missing(content):
-        raise RowError(f"the last user message in '{key}' has no content")
+        raise RowError(f"{which} in '{key}' has no content")
     if not isinstance(content, str):
-        raise RowError(f"the last user message in '{key}' must be a string, got {type(content).__name__}")
-    return _clean_text(content, f"the last user message in '{key}'")
+        raise RowError(f"{which} in '{key}' must be a string, got {type(content).__name__}")
+    return _clean_text(content, f"{which} in '{key}'")
 
 
 def _clean_text(content: str, what: str) -> str:

@@ -22,12 +22,17 @@ class ImageEditServing(ABC):
     ``concurrency`` > 1 lets an engine run that many ``edit`` calls at once from threads of one process (remote
     APIs, where a call waits on the network); such a serving's ``edit`` must be thread-safe. ``max_input_images``
     is how many reference images one row may have (None: no limit); rows with more fail before any work.
+    ``wants_source_files`` asks the engine for each image's file bytes as well (``EditRequest.files``: a remote
+    API that takes JPEG as it is), ``wants_earlier_turns`` for the conversation's earlier user messages
+    (``EditRequest.earlier_turns``: editing turn by turn).
     """
 
     batch_size: int = 1
     num_images_per_request: int = 1
     concurrency: int = 1
     max_input_images: Optional[int] = 1
+    wants_source_files: bool = False
+    wants_earlier_turns: bool = False
     image_io: Any = None
 
     @property

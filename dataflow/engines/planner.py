@@ -100,7 +100,8 @@ class Planner:
         """The row's task, the earlier result to reuse, or an error record (runs in the probe pool)."""
         job = self.job
         try:
-            task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir)
+            task = parse_row(row, index, key, job.image_key, job.conversation_key, job.base_dir,
+                             turns=job.serving.wants_earlier_turns)
             if not job.writes_files:
                 task.edited_paths = row_fields.edited_paths(row, job.edited_key, job.edited_dir or os.getcwd())
             task.signature = row_signature(task, self.image_identity)

@@ -28,6 +28,7 @@ class RowTask:
     edited_paths: list = field(default_factory=list)  # the row's edited images, when the job scores edits
     signature: Optional[int] = None  # what the row asks for (``row_signature``), kept with its result
     redo: str = ""  # why an earlier result of this row is not reused: "changed" or "damaged" (see ``REDO``)
+    earlier_turns: list = field(default_factory=list)  # earlier user messages, for servings editing turn by turn
 
     @property
     def image_path(self) -> str:
@@ -64,6 +65,8 @@ def row_signature(task: RowTask, identity: Callable[[str], list] = None) -> int:
     """
     identity = identity or image_identity
     parts = [task.instruction] + [identity(path) for path in task.image_paths + task.edited_paths]
+    if task.earlier_turns:  # a multi-turn row's earlier instructions shape its result too
+        parts.append(["turns", *task.earlier_turns])
     digest = hashlib.blake2b(json.dumps(parts).encode("ascii"), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 
@@ -91,13 +94,16 @@ def row_digest(key: str, row: Mapping, image_key: str, conversation_key: str) ->
     return hash((key, asked))
 
 
-def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str) -> RowTask:
-    """A ``RowTask`` for the row, or ``RowError`` saying which field is wrong."""
+def parse_row(row: Mapping, index: int, key: str, image_key: str, conversation_key: str, base_dir: str,
+              turns: bool = False) -> RowTask:
+    """A ``RowTask`` for the row, or ``RowError`` saying which field is wrong; with ``turns``, the earlier user
+    messages too (``ImageEditServing.wants_earlier_turns``)."""
     return RowTask(
         index=index,
         key=key,
         image_paths=row_fields.image_paths(row, image_key, base_dir),
         instruction=row_fields.instruction(row, conversation_key),
+        earlier_turns=row_fields.earlier_turns(row, conversation_key) if turns else [],
     )
 
 

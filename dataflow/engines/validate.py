@@ -30,7 +30,8 @@ def validate_job(job: EditJob) -> tuple[int, list[Problem]]:
     index = -1
     for index, (line, row) in enumerate(job.numbered_rows()):
         try:
-            task = parse_row(row, index, keys.next(row), job.image_key, job.conversation_key, job.base_dir)
+            task = parse_row(row, index, keys.next(row), job.image_key, job.conversation_key, job.base_dir,
+                             turns=job.serving.wants_earlier_turns)
             check_image_count(task, job.serving)
             job.image_io.read(task.image_paths)
             job.serving.check_instruction(task.instruction)

@@ -52,12 +52,15 @@ class BatchWorker:
             try:
                 images = self.image_io.read(task.image_paths, warnings=warnings)
                 edited = self.image_io.read(task.edited_paths, warnings=warnings)
+                files = [self.image_io.read_bytes(p) for p in task.image_paths] \
+                    if self.serving.wants_source_files else []
             except RowError as exc:
                 decoded.failed.append(make_record(task.index, task.key, error=str(exc), warnings=len(warnings)))
                 continue
             decoded.requests.append(EditRequest(task.key, images[0], task.instruction,
                                                 self.serving.num_images_per_request, more_images=tuple(images[1:]),
-                                                edited=tuple(edited)))
+                                                edited=tuple(edited), files=tuple(files),
+                                                earlier_turns=tuple(task.earlier_turns)))
             decoded.tasks.append(task)
             decoded.warnings.append(len(warnings))
         return decoded

@@ -13,6 +13,7 @@ from dataflow.http.client import (
     import_httpx,
 )
 from dataflow.http.errors import (
+    ModelNotFound,
     NotFound,
     Rejected,
     RequestFailed,
@@ -21,6 +22,7 @@ from dataflow.http.errors import (
     api_message,
     error_code,
     json_or_none,
+    says_model_missing,
 )
 from dataflow.http.options import check_extra_body, check_seconds
 from dataflow.http.retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
@@ -29,7 +31,7 @@ from dataflow.http.urls import api_root, check_base_url, safe_url
 
 __all__ = [
     "Counters", "HTTPClient", "SharedClient", "default_ssl_context", "import_httpx",
-    "NotFound", "Rejected", "RequestFailed", "Unauthorized", "Unreachable", "api_message", "error_code",
-    "json_or_none", "check_extra_body", "check_seconds", "RETRYABLE_STATUSES", "RetryPolicy", "retry_after_seconds",
-    "REDACTED", "Secret", "redact", "api_root", "check_base_url", "safe_url",
+    "ModelNotFound", "NotFound", "Rejected", "RequestFailed", "Unauthorized", "Unreachable", "api_message",
+    "error_code", "json_or_none", "says_model_missing", "check_extra_body", "check_seconds", "RETRYABLE_STATUSES",
+    "RetryPolicy", "retry_after_seconds", "REDACTED", "Secret", "redact", "api_root", "check_base_url", "safe_url",
 ]

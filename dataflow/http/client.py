@@ -6,10 +6,12 @@ answers, and share what happens in between:
 
 - 429, 408, 5xx, timeouts and connection errors are retried with exponential backoff and jitter, waiting what a
   ``Retry-After`` (or ``retry-after-ms``) header asks when there is one;
-- 401/403 raise ``Unauthorized`` and 404 ``NotFound`` (both ``ServiceError``: every request would fail alike);
+- 401/403 raise ``Unauthorized`` and 404 ``NotFound`` (both ``ServiceError``: every request would fail alike); a
+  404 or 400 saying the model does not exist raises ``ModelNotFound`` (a ``NotFound``);
 - any other 4xx raises ``Rejected`` (that request alone), carrying the API's own JSON error;
 - the key travels only in headers the caller passes per request, is never part of a message, and any echo of it
-  in a server's answer is replaced by ``***``.
+  in a server's answer is replaced by ``***``;
+- the bytes of every request sent (its ``Content-Length``, retries included) are summed as ``request_bytes``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from dataflow.core.errors import InputError, ServiceError
 from dataflow.http.errors import (
+    ModelNotFound,
     NotFound,
     Rejected,
     RequestFailed,
@@ -31,6 +34,7 @@ from dataflow.http.errors import (
     api_message,
     error_code,
     json_or_none,
+    says_model_missing,
 )
 from dataflow.http.retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from dataflow.http.secrets import Secret, redact
@@ -130,7 +134,14 @@ class HTTPClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
             verify=default_ssl_context(),
+            event_hooks={"request": [self._count_bytes]},
         )
+
+    def _count_bytes(self, request: Any) -> None:
+        """Sum what each attempt sends (a body's declared length; 0 for a GET)."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit():
+            self.counters.add("request_bytes", int(length))
 
     def close(self) -> None:
         self._client.close()
@@ -191,6 +202,8 @@ class HTTPClient:
         payload = json_or_none(response)
         if status in (401, 403):
             raise Unauthorized(f"{where} answered {described}", status)
+        if status in (400, 404) and says_model_missing(payload, text):
+            raise ModelNotFound(f"{where} answered {described}", status, described)
         if status == 404:
             raise NotFound(f"{where} answered {described}")
         if status == 429 and error_code(payload) == "insufficient_quota":

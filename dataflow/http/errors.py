@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional
 
 from dataflow.core.errors import ServiceError
@@ -34,6 +35,20 @@ def error_code(payload: Any) -> Optional[str]:
         return None
     code = error.get("code") or error.get("status")
     return None if code is None else str(code)
+
+
+# "The model `x` does not exist", "models/x is not found for API version v1beta", "model 'x' not found"
+_MODEL_MISSING = re.compile(r"\bmodels?\b.{0,200}?\b(does not exist|is not found|not found|no longer available|"
+                            r"has been (shut down|retired|deprecated))", re.I | re.S)
+MODEL_MISSING_CODES = frozenset({"model_not_found"})
+
+
+def says_model_missing(payload: Any, text: str = "") -> bool:
+    """Whether an error body says that the requested model does not exist: OpenAI's ``model_not_found`` code,
+    or the words of OpenAI, Gemini and vLLM ("The model `x` does not exist", "models/x is not found")."""
+    if error_code(payload) in MODEL_MISSING_CODES:
+        return True
+    return bool(_MODEL_MISSING.search(text))
 
 
 def json_or_none(response: Any) -> Any:
@@ -74,6 +89,16 @@ class NotFound(ServiceError):
     """404: a wrong URL or model name."""
 
     status = 404
+
+
+class ModelNotFound(NotFound):
+    """A 404 or 400 whose body says the model does not exist (a retired or misspelt model name): every request
+    would fail alike."""
+
+    def __init__(self, message: str, status: int = 404, detail: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail  # "HTTP 404: <the API's words>"
 
 
 class Unreachable(ServiceError):

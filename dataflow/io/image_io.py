@@ -62,6 +62,12 @@ class ImageIO:
         with _warnings_of(path, warnings), _decode_errors(path), _open_image(path) as img:
             return _to_rgb(ImageOps.exif_transpose(img))
 
+    def read_bytes(self, path: str) -> bytes:
+        """The file's bytes as stored (an embedded image's too), for a backend that sends files as they are;
+        a ``RowError`` names a file that cannot be read."""
+        with _decode_errors(path), _open_file(path) as handle:
+            return handle.read()
+
     def probe(self, path: str, warnings: Optional[list] = None) -> tuple[int, int]:
         """The displayed (width, height) of ``path`` after EXIF orientation, reading only the header.
 

@@ -29,9 +29,9 @@ class APIImageGenServing(APIEditServing):
         timeout, connect_timeout: seconds to wait for an answer and for a connection.
         api_format: "openai" or "gemini".
         api_key: the key; default the ``DF_API_KEY`` environment variable; none sent when both are empty.
-        model_name: default ``gpt-image-1`` (openai) or ``gemini-2.5-flash-image`` (gemini).
-        max_concurrency, max_retries, num_images_per_prompt, size, quality, extra_body, retry_delay: as in
-            ``APIEditServing``.
+        model_name: default ``gpt-image-2.5-sunburst`` (openai) or ``gemini-2.5-flash-image`` (gemini).
+        max_concurrency, max_retries, num_images_per_prompt, size, quality, input_fidelity, background,
+            aspect_ratio, image_size, multi_turn, extra_body, retry_delay: as in ``APIEditServing``.
     """
 
     def __init__(
@@ -51,6 +51,11 @@ class APIImageGenServing(APIEditServing):
         num_images_per_prompt: int = 1,
         size: Optional[str] = None,
         quality: Optional[str] = None,
+        input_fidelity: Optional[str] = None,
+        background: Optional[str] = None,
+        aspect_ratio: Optional[str] = None,
+        image_size: Optional[str] = None,
+        multi_turn: bool = False,
         extra_body: Optional[dict] = None,
         retry_delay: float = 1.0,
     ):
@@ -67,6 +72,11 @@ class APIImageGenServing(APIEditServing):
             num_images_per_prompt=num_images_per_prompt,
             size=size,
             quality=quality,
+            input_fidelity=input_fidelity,
+            background=background,
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            multi_turn=multi_turn,
             extra_body=extra_body,
             max_concurrency=max_concurrency,
             max_retries=max_retries,

@@ -127,3 +127,37 @@ def test_extra_body_must_be_a_json_object(tmp_path, edit_server, rows, key, caps
             main(["run", *api_args(edit_server, rows(1), tmp_path / "out", "openai", "--extra-body", bad)])
         assert info.value.code == 2
     assert "--extra-body" in capsys.readouterr().err
+
+
+def test_a_default_model_the_service_does_not_have_exits_2_in_one_line_naming_it(tmp_path, edit_server, rows, key,
+                                                                                    capsys):
+    code, out, err = run(capsys, rows(5), "--backend", "api", "--api-url", edit_server.url, "--out",
+                         str(tmp_path / "out"), "--no-gallery")
+    assert code == 2
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: the model 'gpt-image-2.5-sunburst' does not exist at {edit_server.url}/v1 "
+                           "(HTTP 404: The model `gpt-image-2.5-sunburst` does not exist")
+    assert "current GPT image models:" in line and "Traceback" not in err
+    assert len(edit_server.edits()) <= 8  # the run stopped; the rows in flight were the only ones sent
+
+
+def test_the_new_options_reach_the_server_and_the_summary_says_the_bytes_sent(tmp_path, edit_server, rows, key,
+                                                                             capsys):
+    code, _, err = run(capsys, *api_args(edit_server, rows(2), tmp_path / "o1", "openai", "--quality", "high",
+                                         "--input-fidelity", "low", "--background", "opaque", "--size",
+                                         "match_input"))
+    assert code == 0, err
+    assert {(r.fields["quality"], r.fields["input_fidelity"], r.fields["background"], r.fields["size"])
+            for r in edit_server.edits()} == {("high", "low", "opaque", "1536x1024")}  # 16x12, 16x13
+    sent = sum(r.size for r in edit_server.edits())
+    assert f"request bytes: {sent}" in err
+    code, _, err = run(capsys, *api_args(edit_server, rows(1), tmp_path / "o2", "gemini", "--aspect-ratio",
+                                         "match_input", "--image-size", "2K", "--multi-turn"))
+    assert code == 0, err
+    assert edit_server.edits()[-1].body["generationConfig"]["imageConfig"] == {"aspectRatio": "4:3",
+                                                                               "imageSize": "2K"}
+
+
+def test_an_option_of_the_other_format_exits_2_naming_it(tmp_path, edit_server, rows, key, capsys):
+    code, _, err = run(capsys, *api_args(edit_server, rows(1), tmp_path / "out", "gemini", "--quality", "high"))
+    assert code == 2 and "quality is not an option of the gemini format" in err and edit_server.edits() == []

@@ -23,9 +23,10 @@ from dataflow.http import (
     safe_url,
 )
 from dataflow.serving.api.openai_format import OpenAIEditFormat
+from dataflow.serving.api.upload import Upload
 from tests.serving.api.server import MODEL, png_bytes
 
-IMAGE = png_bytes(np.zeros((4, 4, 3), dtype=np.uint8))
+IMAGE = Upload(png_bytes(np.zeros((4, 4, 3), dtype=np.uint8)), "image/png")
 
 
 def client(max_retries=3, timeout=5.0, sleeps=None, **policy):
@@ -69,7 +70,9 @@ def test_429_waits_what_retry_after_says_then_succeeds(edit_server):
     assert response.status_code == 200 and response.json()["data"][0]["b64_json"]
     assert waits[0] == 2  # Retry-After honoured; the 500, as the second retry, got a backoff in [1, 2]
     assert 1 <= waits[1] <= 2
-    assert http.counters.snapshot() == {"requests": 3, "retries": 2}
+    sent = http.counters.snapshot()
+    assert sent.pop("request_bytes") > 3 * len(IMAGE.data)  # every attempt's body counts
+    assert sent == {"requests": 3, "retries": 2}
 
 
 def test_an_http_date_retry_after_is_honoured(edit_server):

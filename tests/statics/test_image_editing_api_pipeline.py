@@ -74,6 +74,19 @@ def test_the_script_edits_a_jsonl_through_the_api(tmp_path, edit_server, fmt):
     assert "api: requests: 5, retries: 0, refusals: 0, images: 5" in result.stderr
 
 
+def test_the_scripts_flags_for_current_models_reach_the_server(tmp_path, edit_server):
+    write_image(tmp_path / "a.png", 40, 30, seed=1)
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [{"images": "a.png", "conversations": [
+        {"role": "user", "content": "make it red"}, {"role": "user", "content": "add a hat"}]}])
+    result = run_script(script_args(jsonl, edit_server, "gemini", "--aspect_ratio", "match_input", "--image_size",
+                                    "1K", "--multi_turn"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [r.prompt for r in edit_server.edits()] == ["make it red", "add a hat"]
+    assert all(r.body["generationConfig"]["imageConfig"] == {"aspectRatio": "4:3", "imageSize": "1K"}
+               for r in edit_server.edits())
+    assert "request bytes: " in result.stderr
+
+
 def test_the_base_url_comes_from_df_base_url(tmp_path, edit_server):
     jsonl = make_input(tmp_path, 2)
     args = [sys.executable, SCRIPT, "--first_entry_file_name", jsonl, "--model_name", MODEL]

@@ -14,7 +14,10 @@ import os
 from typing import Any
 
 from dataflow.core.flags import flag_adder
+from dataflow.serving.api.gemini_format import ASPECT_RATIOS, IMAGE_SIZES
+from dataflow.serving.api.openai_format import BACKGROUNDS, INPUT_FIDELITIES, QUALITIES, STANDARD_SIZES
 from dataflow.serving.api.serving import FORMATS, KEY_VARIABLE, APIEditServing
+from dataflow.serving.api.sizes import MATCH_INPUT
 
 URL_VARIABLE = "DF_BASE_URL"
 
@@ -42,11 +45,32 @@ def add_api_flags(parser: Any, separator: str = "-") -> None:
     add("max_retries", type=int, default=5, help="retries after 429, 5xx, timeouts and lost connections")
     add("timeout", type=float, default=300, help="seconds to wait for an answer")
     add("connect_timeout", type=float, default=30, help="seconds to wait for a connection")
-    add("size", default=None, help="openai: the size field (e.g. 1024x1024, auto)")
-    add("quality", default=None, help="openai: the quality field (e.g. low, medium, high)")
+    add("size", default=None,
+        help=f"openai: auto, WIDTHxHEIGHT ({', '.join(STANDARD_SIZES)}; the 2.x models take others) or "
+             f"{MATCH_INPUT}: the standard size nearest each row's first image (default: not sent, auto)")
+    add("quality", default=None, choices=QUALITIES, help="openai: the quality (xhigh, max: gpt-image-2.5 models)")
+    add("input_fidelity", default=None, choices=INPUT_FIDELITIES,
+        help="openai: how closely edits keep the input's features, e.g. faces (gpt-image-1.5, -1-mini)")
+    add("background", default=None, choices=BACKGROUNDS,
+        help="openai: transparent keeps an alpha channel in the saved PNG")
+    add("aspect_ratio", default=None, choices=(*ASPECT_RATIOS, MATCH_INPUT),
+        help=f"gemini: imageConfig.aspectRatio; {MATCH_INPUT}: the one nearest each row's first image")
+    add("image_size", default=None, choices=(*IMAGE_SIZES, MATCH_INPUT),
+        help=f"gemini: imageConfig.imageSize; {MATCH_INPUT}: the one nearest each row's first image's long side")
+    add("multi_turn", action="store_true",
+        help="gemini: edit a row's user turns one after another, each turn's image feeding the next")
     add("extra_body", type=json_object, default=None,
         help="JSON object of extra fields for the server, e.g. '{\"num_inference_steps\": 30, \"seed\": 7}' "
              "(a seed is derived per row)")
+
+
+GENERATION_OPTIONS = ("size", "quality", "input_fidelity", "background", "aspect_ratio", "image_size", "multi_turn",
+                      "extra_body", "max_concurrency", "max_retries", "timeout", "connect_timeout")
+
+
+def api_options(args: argparse.Namespace) -> dict:
+    """The serving's keyword arguments ``add_api_flags``'s options give (the same for the CLI and the script)."""
+    return {name: getattr(args, name) for name in GENERATION_OPTIONS}
 
 
 def api_serving_from_flags(args: argparse.Namespace, image_io: Any) -> APIEditServing:
@@ -57,12 +81,6 @@ def api_serving_from_flags(args: argparse.Namespace, image_io: Any) -> APIEditSe
         getattr(args, "model", None),
         os.environ.get(KEY_VARIABLE) or None,
         num_images_per_prompt=getattr(args, "images_per_prompt", 1),
-        size=args.size,
-        quality=args.quality,
-        extra_body=args.extra_body,
-        max_concurrency=args.max_concurrency,
-        max_retries=args.max_retries,
-        timeout=args.timeout,
-        connect_timeout=args.connect_timeout,
         image_io=image_io,
+        **api_options(args),
     )

@@ -2,8 +2,12 @@
 
 Its answer depends on a marker word in the instruction: ``CLEAN`` (plain JSON), ``FENCED`` (a fenced JSON block
 among prose), ``MESSY`` ("SC: 7/10 ... PQ: 8/10"), ``GARBAGE`` (no scores), ``ECHOKEY`` (no scores, quoting the
-key), ``FLAKY`` (a 500, then clean JSON), ``DOWN`` (always 500), ``SCORE<n>`` (sc n, pq 10 - n). It checks every
+key), ``FLAKY`` (a 500, then clean JSON), ``DOWN`` (always 500), ``SCORE<n>`` (sc n, pq 10 - n), ``REFUSE`` (no
+content, a ``message.refusal``), ``LONGTHINK`` (no content: the token limit was spent reasoning). It checks every
 request's shape and records what broke it in ``violations``, and it decodes the two images it received.
+
+With ``reasoning`` set it behaves as OpenAI's reasoning models do: a request carrying ``max_tokens``, or a
+``temperature`` other than 1, is refused with a 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tests.loopback import LoopbackServer
 
 MODEL = "judge-model"
 USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+REFUSAL = "I'm sorry, but I can't help with rating these images, as they appear to show a real person's face."
 
 
 def answer_for(instruction: str) -> str:
@@ -43,9 +48,11 @@ def answer_for(instruction: str) -> str:
 class ChatServer(LoopbackServer):
     """The server; ``url`` is its root (``http://127.0.0.1:PORT``), ``key`` the key it requires (None: none)."""
 
-    def __init__(self, key: Optional[str] = "judge-key", delay: float = 0.0):
+    def __init__(self, key: Optional[str] = "judge-key", delay: float = 0.0, reasoning: bool = False):
         self.key = key
         self.delay = delay
+        self.reasoning = reasoning
+        self.missing_models: set = set()  # answered as a server answers for a model it does not serve
         self.requests: list[dict] = []  # {"headers", "path", "body", "images"} of each chat request
         self.violations: list[str] = []
         self.in_flight = self.max_in_flight = 0
@@ -63,6 +70,18 @@ class ChatServer(LoopbackServer):
         if path != "/v1/chat/completions":
             return 404, {"error": {"message": f"no route {path}"}}
         body = json.loads(raw)
+        if body.get("model") in self.missing_models:
+            return 404, {"error": {"message": f"The model `{body['model']}` does not exist or you do not have access "
+                                              "to it.", "type": "invalid_request_error", "code": "model_not_found"}}
+        if self.reasoning and "max_tokens" in body:
+            return 400, {"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                              "Use 'max_completion_tokens' instead.", "type": "invalid_request_error",
+                                   "param": "max_tokens", "code": "unsupported_parameter"}}
+        if self.reasoning and body.get("temperature", 1) != 1:
+            return 400, {"error": {"message": f"Unsupported value: 'temperature' does not support "
+                                              f"{body['temperature']} with this model. Only the default (1) value is "
+                                              "supported.", "type": "invalid_request_error", "param": "temperature",
+                                   "code": "unsupported_value"}}
         instruction, images = self._check(headers, path, raw, body)
         with self._lock:
             self.requests.append({"headers": headers, "path": path, "body": body, "images": images})
@@ -70,20 +89,26 @@ class ChatServer(LoopbackServer):
             self._failed.add(instruction)
         if first_failure or "DOWN" in instruction:
             return 500, {"error": {"message": "the model crashed"}}
-        content = answer_for(instruction)
+        content, refusal, finish = answer_for(instruction), None, "stop"
         if "ECHOKEY" in instruction:
             content = f"no scores, but your key is {self.key}"
+        if "REFUSE" in instruction:
+            content, refusal = None, REFUSAL
+        if "LONGTHINK" in instruction:
+            content, finish = "", "length"
         return 200, {"id": "x", "object": "chat.completion", "model": body.get("model"), "usage": USAGE,
-                     "choices": [{"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": content}}]}
+                     "choices": [{"index": 0, "finish_reason": finish,
+                                  "message": {"role": "assistant", "content": content, "refusal": refusal}}]}
 
     def _check(self, headers: dict, path: str, raw: bytes, body: dict) -> tuple[str, list]:
         """The instruction and the decoded images; what breaks the expected shape goes to ``violations``."""
         problems = []
         if self.key and (self.key.encode() in raw or self.key in path):
             problems.append("the key is in the body or the URL")
-        if body.get("temperature") != 0 or body.get("model") != MODEL or not body.get("max_tokens"):
-            problems.append(f"bad parameters: {({k: body.get(k) for k in ('temperature', 'model', 'max_tokens')})}")
+        limits = [k for k in ("max_completion_tokens", "max_tokens") if isinstance(body.get(k), int)]
+        if body.get("model") != MODEL or len(limits) != 1:
+            shown = {k: body.get(k) for k in ("model", "max_completion_tokens", "max_tokens")}
+            problems.append(f"bad parameters: {shown}")
         messages = body.get("messages") or [{}]
         parts = messages[0].get("content") if len(messages) == 1 and messages[0].get("role") == "user" else None
         kinds = [p.get("type") for p in parts] if isinstance(parts, list) else None

@@ -11,7 +11,7 @@ import pytest
 
 from dataflow.core.errors import InputError, ServiceError
 from dataflow.operators.core_vision.eval.metrics.api_judge import APIJudge, chat_base_url
-from tests.operators.eval.chat_server import MODEL, ChatServer
+from tests.operators.eval.chat_server import MODEL, REFUSAL, ChatServer
 from tests.operators.eval.conftest import item, noise
 
 KEY = "judge-key"
@@ -38,8 +38,10 @@ def test_clean_fenced_and_messy_answers_give_values(chat_server):
     assert results[0].values["overall"] == pytest.approx(56 ** 0.5)
     assert results[1].values["reason"] == "close enough"
     assert chat_server.violations == []
-    assert metric.usage() == {"requests": 3, "retries": 0, "unparsed": 0, "completion_tokens": 60,
-                              "prompt_tokens": 300, "total_tokens": 360}
+    usage = metric.usage()
+    assert usage.pop("request_bytes") > 0
+    assert usage == {"requests": 3, "retries": 0, "refusals": 0, "unparsed": 0, "completion_tokens": 60,
+                     "prompt_tokens": 300, "total_tokens": 360}
 
 
 def test_both_images_arrive_in_order_and_the_key_only_in_the_header(chat_server):
@@ -54,7 +56,8 @@ def test_both_images_arrive_in_order_and_the_key_only_in_the_header(chat_server)
     assert [image.shape for image in request["images"]] == [(16, 24, 3), (20, 20, 3)]
     assert np.array_equal(request["images"][0], np.asarray(source))
     assert np.array_equal(request["images"][1], np.asarray(edited))
-    assert request["body"]["temperature"] == 0 and request["body"]["max_tokens"] == 512
+    assert request["body"]["max_completion_tokens"] == 2048
+    assert "max_tokens" not in request["body"] and "temperature" not in request["body"]
 
 
 def test_unparseable_answers_are_item_errors_without_the_key(chat_server):
@@ -130,3 +133,48 @@ def test_base_urls_options_fingerprint_and_pickling():
 def test_item_without_source_is_its_error(chat_server):
     (result,) = judge(chat_server).score([item(None, noise(8, 8), "CLEAN")])
     assert "no source image" in result.error and chat_server.requests == []
+
+
+@pytest.fixture
+def reasoning_server():
+    server = ChatServer(reasoning=True).start()
+    yield server
+    server.stop()
+
+
+def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_judges(reasoning_server):
+    metric, results = scored(reasoning_server, "CLEAN make the sky red", "SCORE3")
+    assert [r.error for r in results] == [None, None] and results[1].values["sc"] == 3
+    assert [sorted(k for k in r["body"] if k != "messages") for r in reasoning_server.requests] == \
+        [["max_completion_tokens", "model"]] * 2
+
+
+def test_max_tokens_and_temperature_are_options_for_servers_that_want_them(chat_server, reasoning_server):
+    _, (result,) = scored(chat_server, "CLEAN", token_field="max_tokens", max_tokens=300, temperature=0)
+    assert result.error is None
+    body = chat_server.requests[0]["body"]
+    assert (body["max_tokens"], body["temperature"]) == (300, 0) and "max_completion_tokens" not in body
+    for options, hint in ((dict(token_field="max_tokens"), "try token_field='max_completion_tokens'"),
+                          (dict(temperature=0), "try temperature=None")):
+        with pytest.raises(ServiceError, match=f"refuses the parameter .*HTTP 400: Unsupported .*; {hint}") as info:
+            scored(reasoning_server, "CLEAN", **options)
+        assert "\n" not in str(info.value)
+
+
+def test_a_refusal_is_reported_in_the_models_words(chat_server):
+    metric, (refused, cut, fine) = scored(chat_server, "REFUSE", "LONGTHINK", "CLEAN", max_tokens=64)
+    assert refused.error == f"the judge refused: {REFUSAL}"
+    assert cut.error == ("the judge's answer was cut at max_completion_tokens=64 before any text (finish_reason "
+                         "length); a reasoning model may need a larger max_tokens")
+    assert fine.error is None and "{" not in refused.error + cut.error  # no raw JSON
+    usage = metric.usage()
+    assert (usage["refusals"], usage["unparsed"]) == (1, 1)
+
+
+def test_a_judge_model_the_server_does_not_have_is_one_line_naming_it(chat_server):
+    metric = APIJudge(chat_server.url, "gone-model", KEY, retry_delay=0)
+    chat_server.missing_models = {"gone-model"}
+    with pytest.raises(ServiceError) as info:
+        metric.score([item(noise(8, 8), noise(8, 8), "CLEAN")])
+    assert str(info.value).startswith(f"the judge model 'gone-model' does not exist at {chat_server.url}/v1 "
+                                      "(HTTP 404: The model `gone-model` does not exist")

@@ -4,6 +4,11 @@ Its "edit" is a deterministic function of the input image and the prompt (``expe
 pixel by pixel that each row got its own answer. It counts requests in flight, records every request, and injects
 faults: per prompt, a queue of one-off faults (``server.inject(prompt, "429", "500")``) or, for every request, a
 marker in the prompt (``REFUSE``, ``NOIMAGE``, ``BLOCK``, ``BADREQ``, ``ECHOKEY``).
+
+It serves Gemini under ``/v1beta`` and ``/v1``, answers in snake_case when ``snake_case`` is set (as proxies and
+SDK dumps do), and takes multi-turn conversations: a later turn edits the image of the model's last answer, which
+must come back as it was sent (its thought signature included). A model it does not serve gets each API's own
+404 ("The model `x` does not exist", "models/x is not found for API version v1beta").
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 import zlib
@@ -58,11 +64,14 @@ class Received:
     path: str
     headers: dict
     prompt: Optional[str] = None
-    images: list = field(default_factory=list)
+    images: list = field(default_factory=list)  # the images edited: decoded RGB arrays
     image_field: Optional[str] = None
     fields: dict = field(default_factory=dict)
     body: dict = field(default_factory=dict)
     status: Optional[int] = None
+    size: int = 0  # the request body's bytes
+    uploads: list = field(default_factory=list)  # (MIME type, bytes) of each image as sent
+    turns: int = 1  # user turns in a Gemini conversation
 
 
 class EditServer(LoopbackServer):
@@ -79,6 +88,8 @@ class EditServer(LoopbackServer):
         self.slow_seconds = 1.0
         self.retry_after = "1"
         self.url_mode = False  # openai answers with data[].url instead of b64_json
+        self.snake_case = False  # gemini answers in snake_case
+        self.thumbnail: Optional[int] = None  # edit a copy of the input at most this wide and high (big inputs)
         self.models = {MODEL}
         self.models_status: Optional[int] = None  # GET /v1/models answers this status when set
         self.gate_after: Optional[int] = None  # edit requests after this many wait for ``gate``
@@ -187,13 +198,13 @@ def _handler(server: EditServer):
                     if server.models_status:
                         raise _Reply(server.models_status, {"error": {"message": "models are unavailable"}})
                     raise _Reply(200, {"object": "list", "data": [{"id": m} for m in sorted(server.models)]})
-                if self.path.startswith("/v1beta/models/"):
+                match = re.fullmatch(r"/(v1beta|v1)/models/([^/:]+)", self.path)
+                if match:
                     received.kind = "model"
                     self._check_gemini_key()
-                    model = self.path[len("/v1beta/models/"):]
+                    model = match.group(2)
                     if model not in server.models:
-                        raise _Reply(404, {"error": {"code": 404, "message": f"models/{model} is not found",
-                                                     "status": "NOT_FOUND"}})
+                        raise _Reply(404, _gemini_missing(model, match.group(1)))
                     raise _Reply(200, {"name": f"models/{model}", "displayName": "Test model"})
                 raise _Reply(404, {"error": {"message": f"no route {self.path}"}})
             except _Reply as reply:
@@ -205,10 +216,11 @@ def _handler(server: EditServer):
             try:
                 if self.path == "/v1/images/edits":
                     received = self._parse_openai(body)
-                elif self.path.startswith("/v1beta/models/") and self.path.endswith(":generateContent"):
+                elif re.fullmatch(r"/(v1beta|v1)/models/[^/:]+:generateContent", self.path):
                     received = self._parse_gemini(body)
                 else:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                received.size = len(body)
             except (AssertionError, KeyError, ValueError, TypeError) as exc:  # a malformed request: say so
                 server.violations.append(f"{self.path}: {type(exc).__name__}: {exc}")
                 return self._send(400, {"error": {"message": f"test server: malformed request: {exc}"}})
@@ -246,9 +258,12 @@ def _handler(server: EditServer):
                     received.status = 200
                     return self._send(200, b'{"data": [ {"b64_json": ', content_type="application/json")
                 model = received.body.get("model") if received.kind == "gemini" else received.fields.get("model")
+                if model not in server.models and received.kind == "gemini":
+                    raise _Reply(404, _gemini_missing(model, self.path.split("/")[1]))
                 if model not in server.models:
-                    raise _Reply(404, {"error": {"message": f"The model `{model}` does not exist.",
-                                                 "code": "model_not_found"}})
+                    raise _Reply(404, {"error": {"message": f"The model `{model}` does not exist or you do not have "
+                                                            "access to it.", "type": "invalid_request_error",
+                                                 "param": None, "code": "model_not_found"}})
                 if received.kind == "openai":
                     raise _Reply(200, self._openai_result(received, fault))
                 raise _Reply(200, self._gemini_result(received, fault))
@@ -289,6 +304,7 @@ def _handler(server: EditServer):
                 payload = part.get_payload(decode=True)
                 if part.get_filename() is not None:
                     names.add(name)
+                    received.uploads.append((part.get_content_type(), payload))
                     received.images.append(decode(payload))
                 else:
                     assert name not in received.fields, f"field {name} sent twice"
@@ -318,7 +334,10 @@ def _handler(server: EditServer):
             seed = None if seed is None else int(seed)
             data = []
             for k in range(n):
-                png = png_bytes(expected_edit(received.images, prompt, k, seed))
+                edit = expected_edit(_shrunk(received.images, server.thumbnail), prompt, k, seed)
+                if received.fields.get("background") == "transparent":  # half transparent, as a test can see
+                    edit = np.dstack([edit, np.full(edit.shape[:2], 128, dtype=np.uint8)])
+                png = png_bytes(edit)
                 data.append({"url": server._store_file(png)} if server.url_mode
                             else {"b64_json": base64.b64encode(png).decode()})
             return {"created": 0, "data": data, "usage": usage}
@@ -326,18 +345,35 @@ def _handler(server: EditServer):
         # -- Gemini --------------------------------------------------------------------------------------
         def _parse_gemini(self, body: bytes) -> Received:
             request = json.loads(body)
-            model = self.path[len("/v1beta/models/"): -len(":generateContent")]
+            model = self.path.split("/models/", 1)[1][: -len(":generateContent")]
             received = Received("gemini", self.path, self._headers(), body=dict(request, model=model))
-            (content,) = request["contents"]
-            parts = content["parts"]
-            assert "text" in parts[-1] and all("text" not in p for p in parts[:-1]), "images first, then the text"
-            for part in parts[:-1]:
+            contents = request["contents"]
+            roles = [content.get("role", "user") for content in contents]
+            assert roles == ["user", "model"] * (len(contents) // 2) + ["user"], f"turns out of order: {roles}"
+            received.turns = len(contents) // 2 + 1
+            first, last = contents[0]["parts"], contents[-1]["parts"]
+            assert "text" in first[-1] and all("text" not in p for p in first[:-1]), "images first, then the text"
+            for part in first[:-1]:
                 inline = part.get("inline_data") or part.get("inlineData")
-                received.images.append(decode(base64.b64decode(inline["data"])))
-            received.prompt = parts[-1]["text"]
+                data = base64.b64decode(inline["data"])
+                received.uploads.append((inline.get("mime_type") or inline.get("mimeType"), data))
+                received.images.append(decode(data))
+            if len(contents) > 1:  # a later turn: it edits the image of the model's last answer
+                assert len(last) == 1 and "text" in last[0], "a later turn is text alone"
+                answered = [p for p in contents[-2]["parts"] if (p.get("inlineData") or p.get("inline_data"))
+                            and not p.get("thought")]
+                assert answered and answered[-1].get("thoughtSignature") == f"sig-{len(contents) // 2}", \
+                    "the model's answer must come back as it was sent, thought signature included"
+                inline = answered[-1].get("inlineData") or answered[-1].get("inline_data")
+                received.images = [decode(base64.b64decode(inline["data"]))]
+            received.prompt = last[-1]["text"]
             return received
 
         def _gemini_result(self, received: Received, fault: Optional[str]) -> dict:
+            answer = self._gemini_answer(received, fault)
+            return _snake(answer) if server.snake_case else answer
+
+        def _gemini_answer(self, received: Received, fault: Optional[str]) -> dict:
             prompt = received.prompt
             config = received.body.get("generationConfig", {})
             assert "IMAGE" in config.get("responseModalities", []), config
@@ -357,14 +393,36 @@ def _handler(server: EditServer):
                 raise _Reply(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                              "message": "Request contains an invalid argument."}})
             seed = config.get("seed")
-            png = png_bytes(expected_edit(received.images, prompt, 0, seed))
+            png = png_bytes(expected_edit(_shrunk(received.images, server.thumbnail), prompt, 0, seed))
             parts = [{"text": "Here is the edited image."}, {"thought": True, "inlineData": {
-                "mimeType": "image/png", "data": base64.b64encode(png_bytes(received.images[0])).decode()}},
-                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}}]
+                "mimeType": "image/png", "data": base64.b64encode(png_bytes(received.images[0][:8, :8])).decode()}},
+                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()},
+                 "thoughtSignature": f"sig-{received.turns}"}]
             return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
                     "usageMetadata": usage}
 
     return Handler
+
+
+def _gemini_missing(model: str, version: str) -> dict:
+    return {"error": {"code": 404, "status": "NOT_FOUND", "message": f"models/{model} is not found for API version "
+                      f"{version}, or is not supported for generateContent."}}
+
+
+def _snake(value):
+    """A Gemini answer in snake_case, as proxies and SDK dumps write it."""
+    if isinstance(value, dict):
+        return {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k): _snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def _shrunk(images: list, thumbnail: Optional[int]) -> list:
+    """The images the server edits: as received, or (the first) at most ``thumbnail`` pixels wide and high."""
+    if thumbnail is None:
+        return images
+    return [images[0][::max(1, images[0].shape[0] // thumbnail), ::max(1, images[0].shape[1] // thumbnail)]]
 
 
 @pytest.fixture

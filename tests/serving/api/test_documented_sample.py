@@ -32,8 +32,9 @@ def make_rows(folder, n, prompt=lambda i: f"edit row {i}", images_per_row=1):
     return write_jsonl(folder / "in.jsonl", rows)
 
 
-def run_sample(folder, api_url, api_format, api_key, jsonl, save_interval=10):
-    """The documented sample, with its paths and values filled in."""
+def run_sample(folder, api_url, api_format, api_key, jsonl, save_interval=10, **options):
+    """The documented sample, with its paths and values filled in (and ``options``, the serving's newer
+    arguments)."""
     image_save_path = str(folder / "cache_local" / "image_edit_api" / "images")
     storage = FileStorage(first_entry_file_name=jsonl, cache_path=str(folder / "cache_local" / "image_edit_api"),
                           file_name_prefix="dataflow_cache_step", cache_type="jsonl")
@@ -45,6 +46,7 @@ def run_sample(folder, api_url, api_format, api_key, jsonl, save_interval=10):
         api_format=api_format,
         model_name=MODEL,
         api_key=api_key,
+        **options,
     )
     generator = PromptedImageEditGenerator(image_edit_serving=serving, save_interval=save_interval)
     summary = generator.run(storage=storage.step(), input_image_key="images",
@@ -167,3 +169,39 @@ def test_the_key_appears_in_no_file_output_or_log_of_a_run(tmp_path, edit_server
     for text in (log.getvalue(), captured.out, captured.err, all_text_written(tmp_path), repr(serving),
                  str(serving.fingerprint())):
         assert key not in text and "SECRETSECRET" not in text
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_camera_jpeg_goes_as_it_is_in_a_request_under_4_mb(tmp_path, edit_server, camera_jpeg, fmt):
+    edit_server.thumbnail = 64  # the server edits a small copy: the request is what is measured here
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [{"images": camera_jpeg, "conversations": [
+        {"role": "user", "content": "make it warmer"}]}])
+    summary, serving = run_sample(tmp_path, edit_server.url, fmt, "test-key", jsonl)
+    assert (summary.generated, summary.failed) == (1, 0)
+    (received,) = edit_server.edits()
+    with open(camera_jpeg, "rb") as handle:
+        assert received.uploads == [("image/jpeg", handle.read())]  # the file's own bytes
+    assert received.size < 4_000_000, received.size
+    assert serving.usage()["request_bytes"] == received.size
+
+
+def test_a_row_of_several_user_turns_is_edited_turn_by_turn_when_asked(tmp_path, edit_server):
+    write_image(tmp_path / "a.png", 24, 16, seed=1)
+    rows = [{"id": "two", "images": "a.png", "conversations": [
+        {"role": "user", "content": "make it red"}, {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": "now add a hat"}]},
+        {"id": "one", "images": "a.png", "conversations": [{"role": "user", "content": "make it blue"}]},
+        {"id": "bad", "images": "a.png", "conversations": [{"role": "user", "content": [{"type": "image"}]},
+                                                           {"role": "user", "content": "make it green"}]}]
+    jsonl = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary, _ = run_sample(tmp_path, edit_server.url, "gemini", "test-key", jsonl, multi_turn=True)
+    assert (summary.generated, summary.failed) == (2, 1)
+    source = ImageIO().read(str(tmp_path / "a.png"))
+    two, one, bad = read_jsonl(summary.output_path)
+    assert "user message 1 in 'conversations' must be a string or a list of text parts" in bad["output_image_error"]
+    red = expected_edit([source], "make it red")
+    assert np.array_equal(np.asarray(Image.open(two["output_image"][0]).convert("RGB")),
+                          expected_edit([red], "now add a hat"))
+    assert np.array_equal(np.asarray(Image.open(one["output_image"][0]).convert("RGB")),
+                          expected_edit([source], "make it blue"))
+    assert sorted(r.turns for r in edit_server.edits()) == [1, 1, 2] and not edit_server.violations

@@ -5,11 +5,13 @@ import json
 
 import pytest
 
-from dataflow.core.errors import InputError
 from dataflow.http import Rejected, Unauthorized
 from dataflow.serving.api.edit_format import AnswerError
-from dataflow.serving.api.gemini_format import GeminiEditFormat, gemini_root_url
+from dataflow.serving.api.gemini_format import GeminiEditFormat, gemini_root_url, split_gemini_url
 from dataflow.serving.api.openai_format import OpenAIEditFormat, openai_base_url
+from dataflow.serving.api.upload import Upload
+
+A, B = Upload(b"A", "image/png"), Upload(b"B", "image/jpeg", as_is=True)
 
 
 @pytest.mark.parametrize("given, base", [
@@ -36,19 +38,31 @@ def test_the_gemini_endpoint_is_built_once(given):
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-x:generateContent"
 
 
+@pytest.mark.parametrize("given, parts", [
+    ("https://g.example", ("https://g.example", None, None)),
+    ("https://g.example/v1", ("https://g.example", "v1", None)),
+    ("https://g.example/proxy/v1beta/", ("https://g.example/proxy", "v1beta", None)),
+    ("https://g.example/v1alpha/models/gemini-3-pro-image:generateContent",
+     ("https://g.example", "v1alpha", "gemini-3-pro-image")),
+    ("https://g.example/models/m", ("https://g.example", None, "m")),
+])
+def test_a_gemini_url_is_read_as_root_version_and_model(given, parts):
+    assert split_gemini_url(given) == parts
+
+
 def test_openai_sends_one_image_as_image_and_several_as_image_brackets():
     fmt = OpenAIEditFormat("http://h", "m", size="1024x1024", quality="high",
                            extra_body={"num_inference_steps": 30, "guidance_scale": 4.0, "flag": True,
                                        "negative_prompt": "blurry", "nvext": {"a": 1}})
-    one = fmt.edit_call([b"A"], "do it", 2, seed=7)
+    one = fmt.edit_call([A], "do it", 2, seed=7)
     assert one.method == "POST" and one.url == "http://h/v1/images/edits"
     assert one.files == [("image", ("image_0.png", b"A", "image/png"))]
     assert one.data == {"prompt": "do it", "model": "m", "n": "2", "size": "1024x1024", "quality": "high",
                         "num_inference_steps": "30", "guidance_scale": "4.0", "flag": "true",
                         "negative_prompt": "blurry", "nvext": '{"a": 1}', "seed": "7"}
-    two = fmt.edit_call([b"A", b"B"], "do it", 1)
+    two = fmt.edit_call([A, B], "do it", 1)
     assert [name for name, _ in two.files] == ["image[]", "image[]"]
-    assert [part[1] for _, part in two.files] == [b"A", b"B"]
+    assert [part for _, part in two.files] == [("image_0.png", b"A", "image/png"), ("image_1.jpg", b"B", "image/jpeg")]
     assert "seed" not in two.data and "size" in two.data
 
 
@@ -75,18 +89,18 @@ def test_openai_refusals_are_told_apart_from_other_bad_requests():
 def test_gemini_sends_the_images_then_the_text_and_asks_for_an_image():
     fmt = GeminiEditFormat("https://g", "gm", extra_body={
         "generationConfig": {"imageConfig": {"aspectRatio": "16:9"}}, "safetySettings": []})
-    call = fmt.edit_call([b"A", b"B"], "combine them", 1, seed=11)
+    call = fmt.edit_call([A, B], "combine them", 1, seed=11)
     body = call.json
     parts = body["contents"][0]["parts"]
     assert [base64.b64decode(p["inline_data"]["data"]) for p in parts[:2]] == [b"A", b"B"]
-    assert all(p["inline_data"]["mime_type"] == "image/png" for p in parts[:2])
+    assert [p["inline_data"]["mime_type"] for p in parts[:2]] == ["image/png", "image/jpeg"]
     assert parts[2] == {"text": "combine them"}
     assert body["generationConfig"] == {"responseModalities": ["TEXT", "IMAGE"], "seed": 11,
                                         "imageConfig": {"aspectRatio": "16:9"}}
     assert body["safetySettings"] == [] and json.dumps(body)
     assert fmt.headers("k") == {"x-goog-api-key": "k"} and fmt.headers("") == {}
     with pytest.raises(ValueError):
-        fmt.edit_call([b"A"], "x", 2)
+        fmt.edit_call([A], "x", 2)
 
 
 def test_gemini_reads_the_final_image_and_explains_an_answer_without_one():
@@ -121,5 +135,5 @@ def test_gemini_bad_key_is_a_service_error_and_other_400s_are_the_rows():
 
 
 def test_gemini_refuses_openai_only_parameters():
-    with pytest.raises(InputError, match="imageConfig"):
+    with pytest.raises(TypeError):
         GeminiEditFormat("https://g", "gm", size="1024x1024")

@@ -141,9 +141,32 @@ def test_a_bad_or_missing_key_stops_the_run_naming_the_problem(edit_server, fmt)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_wrong_model_stops_the_run(edit_server, fmt):
+def test_a_model_the_service_does_not_have_stops_the_run_in_one_line_naming_it(edit_server, fmt):
     api = APIEditServing(fmt, edit_server.url, "no-such-model", KEY)
-    with pytest.raises(ServiceError, match="HTTP 404.*check the model name 'no-such-model'"):
+    with pytest.raises(ServiceError) as info:
+        api.edit([EditRequest("k", picture(0), "p")])
+    message = str(info.value)
+    assert message.startswith(f"the model 'no-such-model' does not exist at {api.api_url} (HTTP 404: ")
+    assert "current " + ("GPT" if fmt == "openai" else "Gemini") + " image models: " in message
+    assert "\n" not in message and len(edit_server.edits()) == 1
+
+
+def test_a_retired_default_or_named_model_is_said_to_be_retired(edit_server):
+    edit_server.models = {"gpt-image-2"}
+    for model in ("gpt-image-1", None):  # None: the default
+        with pytest.raises(ServiceError) as info:
+            APIEditServing("openai", edit_server.url, model, KEY).edit([EditRequest("k", picture(0), "p")])
+        shown = model or "gpt-image-2.5-sunburst"
+        assert str(info.value).startswith(f"the model '{shown}' does not exist")
+        if model:
+            assert "gpt-image-1 was shut down on 2026-10-23; current GPT image models: gpt-image-2.5-sunburst" \
+                in str(info.value)
+    assert [r.fields["model"] for r in edit_server.edits()] == ["gpt-image-1", "gpt-image-2.5-sunburst"]
+
+
+def test_a_wrong_url_is_not_mistaken_for_a_missing_model(edit_server):
+    api = APIEditServing("openai", edit_server.url + "/other", MODEL, KEY)
+    with pytest.raises(ServiceError, match="HTTP 404.*check the model name 'test-model' and the API URL"):
         api.edit([EditRequest("k", picture(0), "p")])
 
 
@@ -238,7 +261,8 @@ def test_the_documented_names_map_onto_the_core(edit_server, monkeypatch):
     (dict(extra_body={"prompt": "x"}), "must not set prompt"),
     (dict(extra_body={"seed": "7"}), "seed must be an integer"),
     (dict(extra_body=[1]), "JSON object"),
-    (dict(api_format="gemini", quality="high"), "imageConfig"),
+    (dict(api_format="gemini", quality="high"), "quality is not an option of the gemini format; it takes "
+                                                "aspect_ratio"),
     (dict(api_url="http://h/v1?api_key=1"), "DF_API_KEY"),
 ])
 def test_bad_arguments_are_refused_before_any_request(kwargs, message):
@@ -250,3 +274,130 @@ def test_a_check_the_server_keeps_failing_is_a_model_load_error(edit_server):
     edit_server.models_status = 503
     with pytest.raises(ModelLoadError, match="the API check failed.*gave up after 3 attempts.*HTTP 503"):
         serving(edit_server, "openai", max_retries=5).check_model()  # the check retries at most twice
+
+
+# -- what current services take ----------------------------------------------------------------------------
+def test_openai_options_reach_the_server_and_match_input_picks_the_nearest_standard_size(edit_server):
+    api = serving(edit_server, "openai", quality="high", input_fidelity="high", background="opaque",
+                  size="match_input")
+    for image in (picture(0, 40, 30), picture(1, 30, 40), picture(2, 31, 30)):
+        assert api.edit([EditRequest("k", image, "p")])[0].ok
+    fields = [r.fields for r in edit_server.edits()]
+    assert [f["size"] for f in fields] == ["1536x1024", "1024x1536", "1024x1024"]
+    assert all((f["quality"], f["input_fidelity"], f["background"]) == ("high", "high", "opaque") for f in fields)
+    assert api.fingerprint()["input_fidelity"] == "high" and api.fingerprint()["size"] == "match_input"
+
+
+def test_a_transparent_background_is_kept_in_the_saved_image(edit_server):
+    api = serving(edit_server, "openai", background="transparent")
+    (result,) = api.edit([EditRequest("k", picture(0), "p")])
+    assert result.images[0].mode == "RGBA" and np.all(np.asarray(result.images[0])[..., 3] == 128)
+    (result,) = serving(edit_server, "openai").edit([EditRequest("k", picture(0), "p")])
+    assert result.images[0].mode == "RGB"
+
+
+def test_more_than_ten_images_are_asked_in_several_requests_and_more_than_16_inputs_fail_unsent(edit_server):
+    api = serving(edit_server, "openai", num_images_per_prompt=12)
+    (result,) = api.edit([EditRequest("k", picture(0), "many", num_images=12)])
+    assert result.ok and len(result.images) == 12
+    assert [r.fields["n"] for r in edit_server.edits()] == ["10", "2"]
+    images = [picture(i, 8, 8) for i in range(17)]
+    (result,) = api.edit([EditRequest("k", images[0], "p", more_images=tuple(images[1:]))])
+    assert result.error == "this row has 17 images; the openai format takes at most 16 per request"
+    assert len(edit_server.edits()) == 2
+
+
+def test_gemini_image_config_follows_the_first_image(edit_server):
+    api = serving(edit_server, "gemini", aspect_ratio="match_input", image_size="match_input")
+    for image in (picture(0, 40, 30), picture(1, 20, 60), picture(2, 1500, 2)):
+        assert api.edit([EditRequest("k", image, "p")])[0].ok
+    configs = [r.body["generationConfig"]["imageConfig"] for r in edit_server.edits()]
+    assert configs == [{"aspectRatio": "4:3", "imageSize": "1K"}, {"aspectRatio": "9:16", "imageSize": "1K"},
+                       {"aspectRatio": "21:9", "imageSize": "2K"}]
+    serving(edit_server, "gemini", aspect_ratio="16:9", image_size="4K").edit([EditRequest("k", picture(0), "p")])
+    assert edit_server.edits()[-1].body["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9",
+                                                                               "imageSize": "4K"}
+    serving(edit_server, "gemini").edit([EditRequest("k", picture(0), "p")])
+    assert "imageConfig" not in edit_server.edits()[-1].body["generationConfig"]
+
+
+@pytest.mark.parametrize("given, path", [
+    ("{url}", "/v1beta/models/test-model:generateContent"),
+    ("{url}/v1", "/v1/models/test-model:generateContent"),
+    ("{url}/v1beta/", "/v1beta/models/test-model:generateContent"),
+    ("{url}/v1/models/test-model:generateContent", "/v1/models/test-model:generateContent"),
+    ("{url}/v1beta/models/test-model:generateContent", "/v1beta/models/test-model:generateContent"),
+])
+def test_gemini_takes_a_root_a_version_or_a_full_endpoint_and_keeps_the_version(edit_server, given, path):
+    url = given.format(url=edit_server.url)
+    api = APIEditServing("gemini", url, MODEL if "models/" not in url else None, KEY)
+    assert api.edit([EditRequest("k", picture(0), "p")])[0].ok
+    assert [r.path for r in edit_server.edits()] == [path]
+    assert "answers" in api.check_model()
+    assert edit_server.received[-1].path == path.removesuffix(":generateContent")
+
+
+def test_a_gemini_endpoint_naming_another_model_is_refused():
+    with pytest.raises(InputError, match="api_url names the model 'a' but the model given is 'b'"):
+        APIEditServing("gemini", "https://g.example/v1beta/models/a:generateContent", "b")
+
+
+def test_gemini_answers_in_snake_case_are_read_alike(edit_server):
+    edit_server.snake_case = True
+    api = serving(edit_server, "gemini")
+    image = picture(3)
+    ok, blocked, refused = api.edit([EditRequest("a", image, "fine"), EditRequest("b", image, "BLOCK it"),
+                                     EditRequest("c", image, "REFUSE it")])
+    assert same(ok.images[0], expected_edit([image], "fine"))
+    assert blocked.final and "blocked (blockReason PROHIBITED_CONTENT)" in blocked.error
+    assert refused.final and refused.error.startswith("refused by the API (finishReason IMAGE_SAFETY)")
+    usage = api.usage()
+    assert usage["refusals"] == 2 and usage["totalTokenCount"] == 3 * 1590
+    assert usage["promptTokensDetails.IMAGE"] == 3 * 258 and not any("_" in name for name in usage
+                                                                     if name != "request_bytes")
+
+
+def test_multi_turn_gemini_edits_each_turn_on_the_previous_turns_image(edit_server):
+    api = serving(edit_server, "gemini", multi_turn=True, extra_body={"seed": 3})
+    image = picture(5)
+    request = EditRequest("row", image, "then add a hat", earlier_turns=("make it red",))
+    (result,) = api.edit([request])
+    seed = image_seed(3, "row", 0) % 2**31
+    first = expected_edit([image], "make it red", 0, seed)
+    assert same(result.images[0], expected_edit([first], "then add a hat", 0, seed))
+    one, two = edit_server.edits()
+    assert (one.turns, two.turns) == (1, 2) and not edit_server.violations
+    assert [c["role"] for c in two.body["contents"]] == ["user", "model", "user"]
+    assert two.body["contents"][0] == one.body["contents"][0]  # the images go once, in the first turn
+    assert api.fingerprint()["multi_turn"] is True and api.wants_earlier_turns
+
+
+def test_a_multi_turn_row_failing_in_a_later_turn_says_which(edit_server):
+    api = serving(edit_server, "gemini", multi_turn=True)
+    (result,) = api.edit([EditRequest("row", picture(0), "REFUSE the hat", earlier_turns=("make it red",))])
+    assert result.final and result.error.startswith("turn 2 of 2: refused by the API (finishReason IMAGE_SAFETY)")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(quality="ultra"), "quality must be one of low, medium, high, xhigh, max, auto"),
+    (dict(size="big"), "size must be auto, match_input or WIDTHxHEIGHT"),
+    (dict(background="clear"), "background must be one of transparent, opaque, auto"),
+    (dict(input_fidelity="max"), "input_fidelity must be one of high, low"),
+    (dict(multi_turn=True), "multi_turn is not an option of the openai format"),
+    (dict(api_format="gemini", aspect_ratio="5:1"), "aspect_ratio must be one of 1:1, 2:3"),
+    (dict(api_format="gemini", image_size="8K"), "image_size must be one of 1K, 2K, 4K or match_input"),
+    (dict(api_format="gemini", background="opaque"), "background is not an option of the gemini format"),
+])
+def test_bad_options_are_refused_naming_the_choices(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        APIEditServing(**kwargs)
+
+
+def test_options_added_later_leave_earlier_fingerprints_as_they_were(edit_server):
+    openai = APIEditServing("openai", edit_server.url, MODEL, KEY)
+    gemini = APIEditServing("gemini", edit_server.url, MODEL, KEY)
+    assert set(openai.fingerprint()) == {"serving", "api_format", "api_url", "model", "size", "quality",
+                                         "extra_body", "num_images_per_prompt", "seed"}
+    assert gemini.fingerprint()["api_url"] == edit_server.url and "aspect_ratio" not in gemini.fingerprint()
+    assert APIEditServing("gemini", edit_server.url + "/v1", MODEL, KEY).fingerprint()["api_url"] == \
+        edit_server.url + "/v1"

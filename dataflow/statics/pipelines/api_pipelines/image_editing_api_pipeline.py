@@ -24,7 +24,7 @@ from dataflow.core.flags import flag_respeller
 from dataflow.engines.summary import describe_usage
 from dataflow.io import ImageIO
 from dataflow.operators.core_vision import PromptedImageEditGenerator
-from dataflow.serving.api.flags import URL_VARIABLE, add_api_flags
+from dataflow.serving.api.flags import URL_VARIABLE, add_api_flags, api_options
 from dataflow.serving.api_image_gen_serving import APIImageGenServing
 from dataflow.statics.pipelines.script_flags import (
     RENAMED_FLAGS, add_operator_flags, add_storage_flags, image_folder, operator_keys, storage_from_flags,
@@ -45,16 +45,10 @@ class ImageEditingAPIPipeline:
             image_io=ImageIO(save_path=image_folder(args)),
             Image_gen_task=args.Image_gen_task,
             batch_size=args.batch_size,
-            timeout=args.timeout,
-            connect_timeout=args.connect_timeout,
             api_format=args.api_format,
             model_name=args.model_name,
-            max_concurrency=args.max_concurrency,
-            max_retries=args.max_retries,
             num_images_per_prompt=args.num_images_per_prompt,
-            size=args.size,
-            quality=args.quality,
-            extra_body=args.extra_body,
+            **api_options(args),
         )
         self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval)
         self.keys = operator_keys(args)
@@ -72,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_flags(parser, cache_path="./cache_local/image_edit_api")
     add_api_flags(parser, separator="_")
     add = parser.add_argument
-    add("--model_name", default=None, help="default: gpt-image-1 (openai) or gemini-2.5-flash-image (gemini)")
+    add("--model_name", default=None,
+        help="default: gpt-image-2.5-sunburst (openai) or gemini-2.5-flash-image (gemini)")
     add("--Image_gen_task", default="imageedit", help="imageedit (the only task)")
     add("--batch_size", type=int, default=4, help="accepted for compatibility; each row is its own request")
     add("--num_images_per_prompt", type=int, default=1, help="edited images per row")
