@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--width", type=int, default=1024)
     add("--seed", type=int, default=0)
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
+    add("--candidates", type=int, default=None, help="N edits per row with distinct seeds, for select (best-of-N)")
     add_acceleration_flags(run)
     add_engine_flags(run)
     add_api_flags(run.add_argument_group("api backend"))
@@ -122,7 +123,8 @@ def command_run(args: argparse.Namespace) -> int:
     serving = build_serving(args, ImageIO(save_path=args.out))  # checks the options; loads nothing yet
     ensure_writable_folder(args.out, "output folder")
     engine = engine_from_flags(args, serving, uses_gpu=args.backend in DIFFUSERS_BACKENDS)
-    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine)
+    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine,
+                                           candidates=args.candidates)
     keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
                 output_image_key=args.output_key)
     if args.dry_run:
