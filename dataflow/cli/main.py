@@ -4,6 +4,7 @@
     dataflow-edit run SHARDS_DIR --image-key image --conversation-key instruction ...   (parquet, save_to_disk, tar)
     dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge ...
     dataflow-edit filter SCORED.jsonl --min clip_t=0.2 --max dino=0.95 [--drop-no-change]
+    dataflow-edit select SCORED.jsonl --best-by editscore [--min-margin X]   (best-of-N of run --candidates N)
     dataflow-edit export OUTPUT.jsonl --format hf|webdataset|ip2p|ai-toolkit --out DIR
     dataflow-edit gallery OUTPUT.jsonl
 
@@ -23,8 +24,10 @@ from dataflow.cli.export import add_export_parser, command_export
 from dataflow.cli.scoring import (
     add_filter_parser,
     add_score_parser,
+    add_select_parser,
     command_filter,
     command_score,
+    command_select,
 )
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_parser(commands)
     add_filter_parser(commands)
+    add_select_parser(commands)
     add_export_parser(commands)
 
     gallery = commands.add_parser("gallery", help="rebuild gallery.html for an output JSONL")
@@ -182,7 +186,7 @@ def command_gallery(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     get_logger().setLevel(logging.DEBUG if args.debug else logging.INFO)
-    command = {"run": command_run, "score": command_score, "filter": command_filter,
+    command = {"run": command_run, "score": command_score, "filter": command_filter, "select": command_select,
                "gallery": command_gallery, "export": command_export}[args.command]
     return run_main(lambda: command(args), debug=args.debug)
 
