@@ -21,7 +21,7 @@ from dataflow.reports.gallery import build_gallery_from_manifest
 from dataflow.utils.manifest import read_manifest, run_folders, write_manifest
 from dataflow.utils.storage import FileStorage, RowStream
 
-METRICS = ("change", "clip", "dino", "judge")
+METRICS = ("change", "clip", "dino", "judge", "editscore")
 KEY_VARIABLE = "DF_API_KEY"
 
 
@@ -35,6 +35,10 @@ def add_score_parser(commands) -> None:
     add("--judge-model", default=None, help="the judge: a local VLM folder, or the model name at --judge-api-url")
     add("--judge-api-url", default=None,
         help="an OpenAI-compatible server for the judge (POST {url}/chat/completions); key from $DF_API_KEY")
+    add("--editscore-model", default=None,
+        help="editscore: the base VLM folder or Hub id (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    add("--editscore-lora", default=None,
+        help="editscore: the adapter folder or Hub id (default EditScore/EditScore-7B); 'none' for the base alone")
     add("--max-concurrency", type=int, default=8, help="judge requests in flight at once")
     add("--batch-size", type=int, default=8, help="rows per scoring call")
     add("--save-interval", type=int, default=10, help="scored rows per durable checkpoint")
@@ -83,8 +87,16 @@ def metric_options(args: argparse.Namespace, names: list) -> dict:
         "clip": {"model": args.clip_model} if args.clip_model else {},
         "dino": {"model": args.dino_model} if args.dino_model else {},
         "judge": judge_options(args),
+        "editscore": editscore_options(args),
     }
     return {name: options[name] for name in names if options.get(name)}
+
+
+def editscore_options(args: argparse.Namespace) -> dict:
+    options = {"model": args.editscore_model} if args.editscore_model else {}
+    if args.editscore_lora:
+        options["lora"] = None if args.editscore_lora.lower() == "none" else args.editscore_lora
+    return options
 
 
 def judge_options(args: argparse.Namespace) -> dict:
