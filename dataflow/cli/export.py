@@ -1,7 +1,7 @@
 """``dataflow-edit export``: a run's output (plain, scored or filtered) as a training-ready dataset.
 
     dataflow-edit export OUTPUT.jsonl --format hf|webdataset|ip2p|ai-toolkit --out DIR [--shard-size N]
-        [--include-failed] [--rejected FILE] [--image-format png|jpeg]
+        [--include-failed] [--rejected FILE] [--preference FILE] [--image-format png|jpeg]
 
 It reads the run's ``run.json`` beside its input to find the source and edited images. Each example that cannot
 be exported (a missing image) is named on stderr and the export goes on; the exit code is then 1. A summary goes
@@ -31,6 +31,9 @@ def add_export_parser(commands) -> None:
         help="hf: export failed rows too, with a null edited_image and their error (other formats leave them out)")
     add("--rejected", default=None, metavar="FILE",
         help="a filter step's _rejected file: export its edits too, marked rejected (not for ai-toolkit)")
+    add("--preference", default=None, metavar="FILE",
+        help="a select step's _preference file: export the input as the sft split and these pairs as the "
+             "preference split (hf, webdataset)")
     add("--image-format", choices=("png", "jpeg"), default="png",
         help="how images are stored: png copies PNG files as they are and re-encodes others losslessly; jpeg "
              "copies JPEG files and encodes the others at quality 95")
@@ -44,6 +47,7 @@ def command_export(args: argparse.Namespace) -> int:
         raise InputError(f"--shard-size must be a positive integer, got {args.shard_size}")
     summary = export(args.input, args.format, args.out, shard_size=args.shard_size,
                      include_failed=args.include_failed, rejected=args.rejected, image_format=args.image_format,
+                     preference=args.preference,
                      on_problem=lambda problem: print(f"not exported: {problem}", file=sys.stderr),
                      progress=True)
     for note in summary.notes:

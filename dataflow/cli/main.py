@@ -4,6 +4,7 @@
     dataflow-edit run SHARDS_DIR --image-key image --conversation-key instruction ...   (parquet, save_to_disk, tar)
     dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge ...
     dataflow-edit filter SCORED.jsonl --min clip_t=0.2 --max dino=0.95 [--drop-no-change]
+    dataflow-edit select SCORED.jsonl --best-by editscore [--min-margin X]   (best-of-N of run --candidates N)
     dataflow-edit export OUTPUT.jsonl --format hf|webdataset|ip2p|ai-toolkit --out DIR
     dataflow-edit gallery OUTPUT.jsonl
 
@@ -22,7 +23,9 @@ from dataflow import __version__
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
 from dataflow.cli.export import add_export_parser, command_export
 from dataflow.cli.parser import ArgumentParser
-from dataflow.cli.scoring import add_filter_parser, add_score_parser, command_filter, command_score
+from dataflow.cli.scoring import (
+    add_filter_parser, add_score_parser, add_select_parser, command_filter, command_score, command_select,
+)
 from dataflow.core.errors import InputError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import add_engine_flags, engine_from_flags
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0,
         help="diffusers: the base seed; each output image's seed comes from it and the row's identity")
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
+    add("--candidates", type=int, default=None, help="N edits per row with distinct seeds, for select (best-of-N)")
     add_acceleration_flags(run)
     add_engine_flags(run)
     add_api_flags(run.add_argument_group("api backend"))
@@ -84,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_parser(commands)
     add_filter_parser(commands)
+    add_select_parser(commands)
     add_export_parser(commands)
 
     gallery = commands.add_parser("gallery", help="rebuild the gallery of an output file (OUTPUT.gallery.html)")
@@ -138,7 +143,8 @@ def command_run(args: argparse.Namespace) -> int:
     serving = build_serving(args, ImageIO(save_path=args.out))  # checks the options; loads nothing yet
     ensure_writable_folder(args.out, "output folder")
     engine = engine_from_flags(args, serving, uses_gpu=args.backend in DIFFUSERS_BACKENDS)
-    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine)
+    generator = PromptedImageEditGenerator(serving, save_interval=args.save_interval, engine=engine,
+                                           candidates=args.candidates)
     keys = dict(input_image_key=args.image_key, input_conversation_key=args.conversation_key,
                 output_image_key=args.output_key)
     if args.dry_run:
@@ -203,7 +209,7 @@ def command_gallery(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     get_logger().setLevel(logging.DEBUG if args.debug else logging.INFO)
-    command = {"run": command_run, "score": command_score, "filter": command_filter,
+    command = {"run": command_run, "score": command_score, "filter": command_filter, "select": command_select,
                "gallery": command_gallery, "export": command_export}[args.command]
     return run_main(lambda: command(args), debug=args.debug)
 

@@ -1,7 +1,8 @@
-"""``dataflow-edit score`` and ``dataflow-edit filter``: the steps between a run's output and a training set.
+"""``dataflow-edit score``, ``filter`` and ``select``: the steps between a run's output and a training set.
 
-    dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge [--clip-model M] [--judge-api-url URL] ...
+    dataflow-edit score OUTPUT.jsonl --metrics change,clip,dino,judge,editscore [--clip-model M] ...
     dataflow-edit filter SCORED.jsonl --min clip_t=0.2 --max dino=0.95 [--drop-no-change]
+    dataflow-edit select SCORED.jsonl --best-by editscore [--min-margin X] [--min NAME=VALUE] [--max NAME=VALUE]
 
 Both read the run's ``run.json`` beside their input, to find the source images (relative to the run's input file)
 and the edited ones (relative to the folder the run was started in), and write one beside their own output, so
@@ -20,7 +21,7 @@ from dataflow.reports.gallery import build_gallery_from_manifest
 from dataflow.utils.manifest import read_manifest, run_folders, write_manifest
 from dataflow.utils.storage import FileStorage, RowStream
 
-METRICS = ("change", "clip", "dino", "judge")
+METRICS = ("change", "clip", "dino", "judge", "editscore")
 KEY_VARIABLE = "DF_API_KEY"
 
 
@@ -34,6 +35,10 @@ def add_score_parser(commands) -> None:
     add("--judge-model", default=None, help="the judge: a local VLM folder, or the model name at --judge-api-url")
     add("--judge-api-url", default=None,
         help="an OpenAI-compatible server for the judge (POST {url}/chat/completions); key from $DF_API_KEY")
+    add("--editscore-model", default=None,
+        help="editscore: the base VLM folder or Hub id (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    add("--editscore-lora", default=None,
+        help="editscore: the adapter folder or Hub id (default EditScore/EditScore-7B); 'none' for the base alone")
     add("--max-concurrency", type=int, default=8, help="judge requests in flight at once")
     add("--batch-size", type=int, default=8, help="rows per scoring call")
     add("--save-interval", type=int, default=10, help="scored rows per durable checkpoint")
@@ -56,14 +61,42 @@ def add_filter_parser(commands) -> None:
     add("--debug", action="store_true", help="show tracebacks")
 
 
+def add_select_parser(commands) -> None:
+    select = commands.add_parser("select", help="best-of-N: keep each row's best candidate (SFT), pair it with the "
+                                                "worse ones (preference), keep the rest as negatives")
+    add = select.add_argument
+    add("input", help="a scored file of a run with --candidates N (from dataflow-edit score)")
+    add("--best-by", required=True, metavar="SCORE",
+        help="the ranking score, higher is better: a score name (editscore.overall, judge.overall, clip_t) or a "
+             "metric (editscore, judge: its overall)")
+    add("--min-margin", type=float, default=0.0,
+        help="a (best, worse) preference pair needs a score gap of at least this much (and above 0)")
+    add("--min", action="append", default=[], metavar="NAME=VALUE",
+        help="the best candidate must score at least VALUE on NAME to be SFT data; repeatable")
+    add("--max", action="append", default=[], metavar="NAME=VALUE",
+        help="the best candidate must score at most VALUE on NAME to be SFT data; repeatable")
+    add("--drop-no-change", action="store_true", help="the best candidate must have changed the image")
+    add("--out", default=None, help="output folder (default: the input's folder)")
+    add("--no-gallery", action="store_true", help="do not rewrite gallery.html")
+    add("--debug", action="store_true", help="show tracebacks")
+
+
 def metric_options(args: argparse.Namespace, names: list) -> dict:
     """Per metric, the options the flags give it (nothing for a metric not asked for)."""
     options = {
         "clip": {"model": args.clip_model} if args.clip_model else {},
         "dino": {"model": args.dino_model} if args.dino_model else {},
         "judge": judge_options(args),
+        "editscore": editscore_options(args),
     }
     return {name: options[name] for name in names if options.get(name)}
+
+
+def editscore_options(args: argparse.Namespace) -> dict:
+    options = {"model": args.editscore_model} if args.editscore_model else {}
+    if args.editscore_lora:
+        options["lora"] = None if args.editscore_lora.lower() == "none" else args.editscore_lora
+    return options
 
 
 def judge_options(args: argparse.Namespace) -> dict:
@@ -148,6 +181,25 @@ def command_filter(args: argparse.Namespace) -> int:
     carry_manifest(args.input, out)
     print(summary.describe(), file=sys.stderr)
     print(f"rejected: {summary.rejected_path}", file=sys.stderr)
+    if not args.no_gallery:
+        print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
+    print(summary.output_path)
+    return 0
+
+
+def command_select(args: argparse.Namespace) -> int:
+    from dataflow.operators.core_vision import ImageEditSelector
+
+    selector = ImageEditSelector(args.best_by, min_margin=args.min_margin, min=parse_thresholds(args.min, "--min"),
+                                 max=parse_thresholds(args.max, "--max"), drop_no_change=args.drop_no_change)
+    storage, out = step_storage(args, "selected")
+    keys = run_folders(args.input).keys
+    summary = selector.run(storage.step(), input_edited_key=keys.get("output_key", "output_image"))
+    carry_manifest(args.input, out)
+    print(summary.describe(), file=sys.stderr)
+    print(f"preference: {summary.preference_path}", file=sys.stderr)
+    print(f"rejected: {summary.rejected_path}", file=sys.stderr)
+    print(f"counts: {summary.report_path}", file=sys.stderr)
     if not args.no_gallery:
         print(f"gallery: {build_gallery_from_manifest(summary.output_path)}", file=sys.stderr)
     print(summary.output_path)

@@ -35,6 +35,10 @@ class ExampleImages:
     sources: list
     edited: Optional[EncodedImage]
 
+    def stored(self) -> list:
+        """Every image this example stores."""
+        return self.sources + ([self.edited] if self.edited else [])
+
 
 class ExportWriter:
     """One export format: takes examples one at a time and writes them out as it goes.

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from dataflow.io.atomic import atomic_open
 from dataflow.operators.core_vision.eval.image_edit_filter import rejected_path_for, rule_of
+from dataflow.operators.core_vision.eval.image_edit_selector import selection_path_for
 from dataflow.utils.checkpoint import progress_path
 from dataflow.utils.manifest import read_manifest
 from dataflow.utils.storage import RowStream
@@ -36,6 +37,7 @@ class RunInfo:
     scoring: Optional[dict] = None
     filters: Counter = field(default_factory=Counter)  # rule -> rows with images it rejected
     filtered: bool = False
+    selection: Optional[dict] = None  # the select step's report (best-of-N), when the file is its SFT output
 
 
 def read_fingerprint(path: str) -> Optional[dict]:
@@ -47,6 +49,16 @@ def read_fingerprint(path: str) -> Optional[dict]:
         return None
     fingerprint = header.get("fingerprint") if isinstance(header, dict) else None
     return fingerprint if isinstance(fingerprint, dict) else None
+
+
+def read_selection(path: str) -> Optional[dict]:
+    """A select step's report, or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def run_info(output_file: str) -> RunInfo:
@@ -64,6 +76,7 @@ def run_info(output_file: str) -> RunInfo:
             info.scoring = info.scoring or fingerprint
         else:
             info.generation = info.generation or fingerprint
+    info.selection = read_selection(selection_path_for(os.path.abspath(output_file)))
     rejected = rejected_path_for(os.path.abspath(output_file))
     if os.path.isfile(rejected):
         info.filtered = True
@@ -73,19 +86,60 @@ def run_info(output_file: str) -> RunInfo:
     return info
 
 
-def write_card(out: str, *, info: RunInfo, summary: Any, config: Optional[dict], fmt: str) -> str:
-    """Write ``out/README.md``; return its path."""
-    lines = ["---"]
-    if config:
-        lines += ["configs:", "- config_name: default", "  data_files:", "  - split: train",
-                  f"    path: {json.dumps(config['data_files'])}"]
-        lines += ["dataset_info:"]
+def config_yaml(configs: list) -> list:
+    """The card's ``configs`` and ``dataset_info`` YAML. One config is ``default``; a best-of-N export has one
+    config per split (``sft``, ``preference``), since their columns differ and ``datasets`` casts a config's splits
+    to one set of features."""
+    if not configs:
+        return []
+    single = len(configs) == 1
+    lines = ["configs:"]
+    for n, config in enumerate(configs):
+        split = config.get("split", "train")
+        lines.append(f"- config_name: {'default' if single else split}")
+        lines += ["  default: true"] if not single and n == 0 else []
+        lines += ["  data_files:", f"  - split: {split}", f"    path: {json.dumps(config['data_files'])}"]
+    lines.append("dataset_info:")
+    indent = "  " if single else "    "
+    for config in configs:
+        split = config.get("split", "train")
+        if not single:
+            lines.append(f"  - config_name: {split}")
+        block = []
         if config.get("features"):
-            lines.append("  features:")
+            block.append("features:")
             for entry in config["features"]:
                 name, (kind, dtype) = entry["name"], [(k, v) for k, v in entry.items() if k != "name"][0]
-                lines += [f"  - name: {name}", f"    {kind}: {dtype}"]
-        lines += ["  splits:", "  - name: train", f"    num_examples: {summary.written}"]
+                block += [f"- name: {name}", f"  {kind}: {dtype}"]
+        block += ["splits:", f"- name: {split}", f"  num_examples: {config.get('examples', 0)}"]
+        lines += [indent + line for line in block]
+    return lines
+
+
+def selection_lines(selection: Optional[dict], generation: Optional[dict]) -> list:
+    """How the candidates were generated and ranked, from the select step's report."""
+    if not selection:
+        return []
+    count = (generation or {}).get("candidates")
+    made = (f"Each row was edited {count} times" if count else "Each row's edited images are its candidates") + (
+        ", each candidate with its own seed, derived from (seed, row key, candidate index) by `dataflow-edit run "
+        "--candidates`.")
+    thresholds = ", ".join(f"`{t}`" for t in selection.get("thresholds") or []) or "none"
+    lines = ["## Candidates and ranking", "", made,
+             f"Candidates were ranked by `{selection.get('best_by')}` (higher is better; equal scores go to the lower "
+             "candidate index). The best candidate of a row is its SFT example when it passes the thresholds "
+             f"({thresholds}); otherwise all the row's candidates are rejected (kept as negatives). Each worse "
+             f"candidate forms a preference pair (chosen: the best) when the gap is at least "
+             f"{selection.get('min_margin', 0):g} and above 0; the others are rejected.", "",
+             "| candidates | SFT | preference pairs | rejected |", "|---|---|---|---|",
+             f"| {selection.get('candidates')} | {selection.get('sft')} | {selection.get('preference')} | "
+             f"{selection.get('rejected')} |", ""]
+    return lines
+
+
+def write_card(out: str, *, info: RunInfo, summary: Any, configs: list, fmt: str) -> str:
+    """Write ``out/README.md``; return its path."""
+    lines = ["---"] + config_yaml(configs)
     lines += ["tags:", "- image-editing", "- dataflow-edit", "---", ""]
     lines += [f"# Image edits from `{info.source_file}`", "",
               f"Exported by `dataflow-edit export --format {fmt}`: one example per edited image.", "",
@@ -95,7 +149,13 @@ def write_card(out: str, *, info: RunInfo, summary: Any, config: Optional[dict],
               f"| failed rows exported (no edited image) | {summary.failed_written} |",
               f"| examples not exported (missing image, bad row) | {summary.problems} |",
               f"| shards | {len(summary.shards)} |", ""]
-    if fmt in ("hf", "ip2p"):
+    if getattr(summary, "preference_rows", 0):
+        lines += [f"| preference pairs | {summary.preference_written} |", ""]
+    if fmt in ("hf", "ip2p") and len(configs) > 1:
+        lines += ["```python", "from datasets import load_dataset", "",
+                  'sft = load_dataset("PATH/TO/THIS/FOLDER", "sft")["sft"]',
+                  'preference = load_dataset("PATH/TO/THIS/FOLDER", "preference")["preference"]', "```", ""]
+    elif fmt in ("hf", "ip2p"):
         lines += ["```python", "from datasets import load_dataset", "",
                   'dataset = load_dataset("parquet", data_dir="PATH/TO/THIS/FOLDER")["train"]', "```", ""]
     if info.backend or info.generation:
@@ -106,6 +166,7 @@ def write_card(out: str, *, info: RunInfo, summary: Any, config: Optional[dict],
             lines += ["| parameter | value |", "|---|---|"]
             lines += [f"| {key} | `{_text(value)}` |" for key, value in info.generation.items()]
             lines.append("")
+    lines += selection_lines(info.selection, info.generation)
     if info.scoring:
         lines += ["## Scoring", "", "```json", json.dumps(info.scoring, indent=2, sort_keys=True), "```", ""]
     if info.filtered:

@@ -20,6 +20,7 @@ from dataflow.exporters.card import run_info, write_card
 from dataflow.exporters.examples import Example, PathResolver, Problem, RowReader, SCORE_KEY, outputs_of
 from dataflow.exporters.images import IMAGE_FORMATS, encode_file
 from dataflow.exporters.parquet import HFWriter, IP2PWriter
+from dataflow.exporters.preference import PREFERENCE_WRITERS, PreferenceReader, pair_images
 from dataflow.exporters.webdataset import WebDatasetWriter
 from dataflow.io.atomic import ensure_writable_folder
 from dataflow.logger import get_logger
@@ -53,6 +54,10 @@ class ExportSummary:
     missing_images: int = 0
     bad_rows: int = 0
     shards: list = field(default_factory=list)
+    preference_rows: int = 0
+    preference_written: int = 0
+    preference_shards: list = field(default_factory=list)
+    configs: list = field(default_factory=list)  # the card's configs: data files, split, features, examples
     card: Optional[str] = None
     notes: list = field(default_factory=list)
 
@@ -73,12 +78,15 @@ class ExportSummary:
         unit = "folders" if self.format == "ai-toolkit" else "shards"
         parts += [f"{self.skipped_failed} failed rows left out", f"{self.missing_images} missing images",
                   f"{self.bad_rows} bad rows", f"{len(self.shards)} {unit}"]
+        if self.preference_rows:
+            parts.append(f"{self.preference_written} preference pairs from {self.preference_rows} rows in "
+                         f"{len(self.preference_shards)} {unit}")
         return "; ".join(parts)
 
 
 def export(path: str, format: str, out: str, *, shard_size: int = 1000,  # noqa: A002 - the CLI's name
            include_failed: bool = False, rejected: Optional[str] = None, image_format: str = "png",
-           input_dir: Optional[str] = None, run_dir: Optional[str] = None,
+           preference: Optional[str] = None, input_dir: Optional[str] = None, run_dir: Optional[str] = None,
            on_problem: Optional[Callable[[Problem], None]] = None, progress: bool = False) -> ExportSummary:
     """Export a run's output file as a dataset in ``out``; return what was written.
 
@@ -93,11 +101,14 @@ def export(path: str, format: str, out: str, *, shard_size: int = 1000,  # noqa:
         rejected: a filter step's ``..._rejected`` file: its examples are exported too, marked ``rejected`` with
             ``rejected_because`` (negatives for preference training). Not for ``ai-toolkit``.
         image_format: "png" or "jpeg": how images are stored (see ``dataflow.exporters.images``).
+        preference: a select step's ``..._preference`` file: the exported file is then its SFT split (``sft``)
+            and the pairs become a ``preference`` split beside it (``hf`` and ``webdataset`` only; see
+            ``dataflow.exporters.preference``).
         input_dir, run_dir: override the folders of ``run.json`` beside ``path`` (source images; edited images).
         on_problem: called with each example that cannot be exported (default: a warning in the log).
         progress: show a progress bar on stderr.
     """
-    writer_class = _check_options(path, format, out, shard_size, include_failed, rejected, image_format)
+    writer_class = _check_options(path, format, out, shard_size, include_failed, rejected, image_format, preference)
     folders = run_folders(path)
     keys = folders.keys
     paths = PathResolver(path, input_dir or folders.input_dir, run_dir or folders.run_dir)
@@ -111,7 +122,8 @@ def export(path: str, format: str, out: str, *, shard_size: int = 1000,  # noqa:
         summary.notes.append(f"--include-failed: --format {format} needs an edited image per example, so failed "
                              "rows are left out")
     layout = _learn_layout(readers, include_failed and not writer_class.needs_edited_image, bool(rejected))
-    writer: ExportWriter = writer_class(out, layout, shard_size=shard_size, image_format=image_format)
+    split = {"split": "sft"} if preference else {}
+    writer: ExportWriter = writer_class(out, layout, shard_size=shard_size, image_format=image_format, **split)
     report = on_problem or (lambda problem: logger.warning("%s", problem))
     try:
         for example in _examples(readers, layout, summary, report, progress):
@@ -126,11 +138,41 @@ def export(path: str, format: str, out: str, *, shard_size: int = 1000,  # noqa:
     except BaseException:
         writer.abort()
         raise
-    summary.card = write_card(out, info=run_info(path), summary=summary, config=writer.card_config(), fmt=format)
+    summary.configs = [dict(writer.card_config(), examples=summary.written)] if writer.card_config() else []
+    if preference:
+        _export_preference(preference, format, out, paths, readers[0][1], shard_size, image_format, summary, report)
+    summary.card = write_card(out, info=run_info(path), summary=summary, configs=summary.configs, fmt=format)
     return summary
 
 
-def _check_options(path, format, out, shard_size, include_failed, rejected, image_format) -> type:  # noqa: A002
+def _export_preference(file: str, format: str, out: str, paths: PathResolver, rows: RowReader,  # noqa: A002
+                       shard_size: int, image_format: str, summary: ExportSummary, report) -> None:
+    """The preference split: one example per pair of ``file``, written by the format's preference writer."""
+    reader = PreferenceReader(paths, rows.image_key, rows.conversation_key)
+    writer = PREFERENCE_WRITERS[format](out, Layout(multi=reader.multi(file)), shard_size=shard_size,
+                                        image_format=image_format)
+    try:
+        for pair in reader.pairs(file):
+            summary.preference_rows += 1
+            if isinstance(pair, Problem):
+                _count_problem(pair, summary, report)
+                continue
+            try:
+                images = pair_images(pair, writer, image_format)
+            except RowError as exc:
+                _count_problem(Problem("missing image", f"pair {pair.key} (id {pair.id})", str(exc)), summary, report)
+                continue
+            writer.write(pair, images)
+            summary.preference_written += 1
+        summary.preference_shards = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    summary.configs.append(dict(writer.card_config(), examples=summary.preference_written))
+
+
+def _check_options(path, format, out, shard_size, include_failed, rejected, image_format,  # noqa: A002
+                   preference=None) -> type:
     if format not in WRITERS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if image_format not in IMAGE_FORMATS:
@@ -143,9 +185,14 @@ def _check_options(path, format, out, shard_size, include_failed, rejected, imag
         if not writer_class.can_mark_rejected:
             raise InputError(f"--format {format} has no place to mark rejected examples; export them with --format "
                              "hf or webdataset")
+    if preference:
+        RowStream(preference)
+        if format not in PREFERENCE_WRITERS:
+            raise InputError(f"--format {format} has no place for preference pairs; export them with --format hf or "
+                             "webdataset")
     if not out:
         raise InputError("--out is required: the folder to export into")
-    for given in [path] + ([rejected] if rejected else []):
+    for given in [path] + [f for f in (rejected, preference) if f]:
         if os.path.abspath(out) == os.path.abspath(given):
             raise InputError(f"--out {out} is the input file itself")
     ensure_writable_folder(out, "export folder")

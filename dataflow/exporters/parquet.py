@@ -1,6 +1,7 @@
 """Parquet shards that ``datasets`` loads with ``Image`` features: the ``hf`` layout and diffusers' ``ip2p`` one.
 
-Shards are ``data/train-00000-of-00003.parquet``, as the Hub names them. Images are stored as the ``datasets``
+Shards are ``data/train-00000-of-00003.parquet``, as the Hub names them (``sft-`` and ``preference-`` for a
+best-of-N export). Images are stored as the ``datasets``
 image struct ``{"bytes", "path"}`` with the bytes embedded, and the schema's ``huggingface`` metadata (what
 ``datasets.Features.arrow_schema`` writes) declares them ``Image``, so
 ``datasets.load_dataset("parquet", data_dir=DIR)`` gives PIL images. Rows are written in row groups of at most
@@ -63,12 +64,14 @@ class ParquetWriter(ExportWriter):
 
     requires = (("pyarrow", "pyarrow"),)
 
-    def __init__(self, out: str, layout: Layout, shard_size: int = 1000, image_format: str = "png"):
+    def __init__(self, out: str, layout: Layout, shard_size: int = 1000, image_format: str = "png",
+                 split: str = SPLIT):
         super().__init__(out, layout, shard_size, image_format)
         self.check_dependencies()
+        self.split = split
         self.spec = self.columns()
-        self.shards = ShardSet(os.path.join(out, DATA_DIR), SHARD_PATTERN,
-                               lambda i, n: f"{SPLIT}-{i:05d}-of-{n:05d}.parquet")
+        self.shards = ShardSet(os.path.join(out, DATA_DIR), SHARD_PATTERN.replace(SPLIT, split, 1),
+                               lambda i, n: f"{split}-{i:05d}-of-{n:05d}.parquet")
         self._writer = None
         self._in_shard = 0
         self._buffer: list[list] = [[] for _ in self.spec]
@@ -91,8 +94,7 @@ class ParquetWriter(ExportWriter):
             self._writer = pq.ParquetWriter(self.shards.new_temp(), self.schema())
         for values, column in zip(self._buffer, self.spec):
             values.append(column.get(example, images))
-        self._buffered_bytes += sum(len(image.data) for image in images.sources)
-        self._buffered_bytes += len(images.edited.data) if images.edited else 0
+        self._buffered_bytes += sum(len(image.data) for image in images.stored())
         self._in_shard += 1
         self.written += 1
         if len(self._buffer[0]) >= ROW_GROUP_ROWS or self._buffered_bytes >= ROW_GROUP_BYTES:
@@ -131,7 +133,8 @@ class ParquetWriter(ExportWriter):
         self.shards.abort()
 
     def card_config(self) -> Optional[dict]:
-        return {"data_files": f"{DATA_DIR}/{SPLIT}-*", "features": [column.yaml() for column in self.spec]}
+        return {"data_files": f"{DATA_DIR}/{self.split}-*", "split": self.split,
+                "features": [column.yaml() for column in self.spec]}
 
 
 class HFWriter(ParquetWriter):

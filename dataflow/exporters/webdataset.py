@@ -34,8 +34,9 @@ class WebDatasetWriter(ExportWriter):
     name = "webdataset"
 
     def __init__(self, out: str, layout: Layout, shard_size: int = 1000, image_format: str = "png",
-                 prefix: str = PREFIX, mtime: int = 0):
+                 prefix: str = PREFIX, mtime: int = 0, split: Optional[str] = None):
         super().__init__(out, layout, shard_size, image_format)
+        prefix = split or prefix  # a split's shard set: sft-000000.tar, preference-000000.tar
         self.prefix = prefix
         self.mtime = mtime
         self.shards = ShardSet(out, rf"{prefix}-\d{{6}}\.tar", lambda i, n: f"{prefix}-{i:06d}.tar")
@@ -43,14 +44,19 @@ class WebDatasetWriter(ExportWriter):
         self._in_shard = 0
 
     def write(self, example: Example, images: ExampleImages) -> None:
+        self.write_members(example.key, images.sources, {"edited": images.edited}, example.instruction,
+                           metadata(example))
+
+    def write_members(self, key: str, sources: list, edits: dict, instruction: str, record: dict) -> None:
+        """One example: its sources, its edited images by member name, its instruction and its json record."""
         if self._tar is None:
             self._tar = tarfile.open(self.shards.new_temp(), "w", format=tarfile.USTAR_FORMAT)
-        key = example.key
-        for n, source in enumerate(images.sources):
+        for n, source in enumerate(sources):
             self._add(f"{key}.{'source' if n == 0 else f'source_{n}'}.{source.ext}", source.data)
-        self._add(f"{key}.edited.{images.edited.ext}", images.edited.data)
-        self._add(f"{key}.txt", example.instruction.encode("utf-8"))
-        self._add(f"{key}.json", json.dumps(metadata(example), ensure_ascii=False, default=str).encode("utf-8"))
+        for member, image in edits.items():
+            self._add(f"{key}.{member}.{image.ext}", image.data)
+        self._add(f"{key}.txt", instruction.encode("utf-8"))
+        self._add(f"{key}.json", json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
         self.written += 1
         self._in_shard += 1
         if self._in_shard >= self.shard_size:
@@ -76,7 +82,8 @@ class WebDatasetWriter(ExportWriter):
         self.shards.abort()
 
     def card_config(self) -> Optional[dict]:
-        return {"data_files": f"{self.prefix}-*.tar", "features": None}
+        return {"data_files": f"{self.prefix}-*.tar", "split": self.prefix if self.prefix != PREFIX else "train",
+                "features": None}
 
 
 def metadata(example: Example) -> dict:

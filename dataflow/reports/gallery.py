@@ -71,6 +71,7 @@ class _RowView:
     error: Optional[str] = None
     scores: list = field(default_factory=list)  # per output, its scores (``dataflow-edit score``) or None
     rejected_because: Optional[str] = None  # a filter step's reasons, for its rejected file
+    ranking: list = field(default_factory=list)  # best-of-N (``dataflow-edit select``): candidates, best first
 
 
 # -- public API ------------------------------------------------------------------------------------------------
@@ -171,6 +172,9 @@ class _GalleryBuilder:
         text, problem, raw = _instruction_of(row, self.conversation_key)
         error = row.get(self.error_key)
         outputs = [self.output_picture(index, k, v) for k, v in enumerate(_as_list(row.get(self.output_key)))]
+        ranking = _ranking_of(row)
+        for entry in ranking:
+            entry["picture"] = self.output_picture(index, entry["index"], entry["image"])
         return _RowView(
             index=index,
             status=_status(row, self.output_key),
@@ -183,6 +187,7 @@ class _GalleryBuilder:
             error=None if _blank(error) else shorten(str(error), _TEXT_PREVIEW_CHARS),
             scores=_scores_of(row, len(outputs)),
             rejected_because=", ".join(map(str, _as_list(row.get("rejected_because")))) or None,
+            ranking=ranking,
         )
 
     def input_picture(self, index: int, row: Mapping[str, Any]) -> _Picture:
@@ -297,6 +302,7 @@ img { display: block; max-width: none; height: auto; border: 1px solid #ccc; }
 .note { color: #666; font-style: italic; word-break: break-word; }
 .scores { font-size: .8em; color: #333; max-width: 20em; }
 .edit { display: inline-block; vertical-align: top; margin-right: .5em; }
+.candidate.chosen img { outline: 3px solid #1a7f37; } .candidate.chosen .rank { color: #1a7f37; font-weight: bold; }
 .error { color: #a00; white-space: pre-wrap; word-break: break-word; margin-top: .4em; }
 .instruction { max-width: 30em; white-space: pre-wrap; word-break: break-word; }
 .id { color: #666; font-size: .85em; white-space: nowrap; max-width: 16em; overflow: hidden; text-overflow: ellipsis; }
@@ -353,7 +359,9 @@ def _render_instruction(view: _RowView) -> str:
 
 def _render_outputs(view: _RowView) -> str:
     parts = []
-    if view.outputs and any(view.scores):
+    if view.ranking:
+        parts.append(_render_candidates(view.ranking))
+    elif view.outputs and any(view.scores):
         edits = "".join(f"<div class=\"edit\">{_render_picture(p, f'output {k}')}{_render_scores(s)}</div>"
                         for k, (p, s) in enumerate(zip(view.outputs, view.scores)))
         parts.append(f"<div class=\"pictures\">{edits}</div>")
@@ -367,6 +375,30 @@ def _render_outputs(view: _RowView) -> str:
     if not parts:
         parts.append("<div class=\"note\">no output</div>")
     return "".join(parts)
+
+
+def _ranking_of(row: Mapping[str, Any]) -> list:
+    """A select step's candidates in rank order (``selection.ranked``: index, value, image, split), else []."""
+    selection = row.get("selection")
+    ranked = selection.get("ranked") if isinstance(selection, Mapping) else None
+    if not isinstance(ranked, list) or not all(isinstance(e, Mapping) and "image" in e for e in ranked):
+        return []
+    return [dict(entry, metric=selection.get("metric"), chosen=entry.get("index") == selection.get("chosen"))
+            for entry in ranked]
+
+
+def _render_candidates(ranking: list) -> str:
+    """A row's candidates side by side, best first, each with its rank, score and split; the chosen one framed."""
+    cells = []
+    for rank, entry in enumerate(ranking, 1):
+        value = entry.get("value")
+        score = f"{entry.get('metric')} {value:.3g}" if isinstance(value, (int, float)) else "no score"
+        label = f"#{rank} · candidate {entry.get('index')} · {score} · {entry.get('split')}"
+        label += " (chosen)" if entry["chosen"] else ""
+        framed = "edit candidate chosen" if entry["chosen"] else "edit candidate"
+        picture = _render_picture(entry["picture"], f"candidate {entry.get('index')}")
+        cells.append(f"<div class=\"{framed}\">{picture}<div class=\"scores rank\">{_esc(label)}</div></div>")
+    return f"<div class=\"pictures\">{''.join(cells)}</div>"
 
 
 def _render_scores(scores: Optional[Mapping]) -> str:

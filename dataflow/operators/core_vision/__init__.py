@@ -1,12 +1,12 @@
 """Vision operators (``from dataflow.operators.core_vision import PromptedImageEditGenerator``).
 
-``ImageEditEvaluator`` and ``ImageEditFilter`` are imported on first use, so that generating never imports the
+``ImageEditEvaluator``, ``ImageEditFilter`` and ``ImageEditSelector`` are imported on first use, so that generating never imports the
 scoring code.
 """
 
 from dataflow.operators.core_vision.generate.prompted_image_edit_generator import PromptedImageEditGenerator
 
-__all__ = ["PromptedImageEditGenerator", "ImageEditEvaluator", "ImageEditFilter"]
+__all__ = ["PromptedImageEditGenerator", "ImageEditEvaluator", "ImageEditFilter", "ImageEditSelector"]
 
 
 def __getattr__(name: str):
@@ -18,4 +18,8 @@ def __getattr__(name: str):
         from dataflow.operators.core_vision.eval.image_edit_filter import ImageEditFilter
 
         return ImageEditFilter
+    if name == "ImageEditSelector":
+        from dataflow.operators.core_vision.eval.image_edit_selector import ImageEditSelector
+
+        return ImageEditSelector
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

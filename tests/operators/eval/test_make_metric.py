@@ -27,10 +27,17 @@ def test_judge_picks_its_backend():
 
 
 def test_unknown_names_and_options_are_input_errors():
-    with pytest.raises(InputError, match="unknown metric 'lpips'; known metrics: change, clip, dino, judge"):
+    with pytest.raises(InputError, match="unknown metric 'lpips'; known metrics: change, clip, dino, judge, editscore"):
         make_metric("lpips")
     with pytest.raises(InputError, match="'change' .*unexpected keyword argument 'model'.*pixel_threshold"):
         make_metric("change", model="x")
     with pytest.raises(InputError, match="APIJudge"):
         make_metric("judge", api_url="http://127.0.0.1:1")  # no model name
-    assert METRICS == ("change", "clip", "dino", "judge")
+    assert METRICS == ("change", "clip", "dino", "judge", "editscore")
+
+
+def test_editscore_is_a_reward_of_a_base_model_and_an_adapter():
+    metric = make_metric("editscore")
+    assert type(metric).__name__ == "EditScoreMetric" and metric.name == "editscore"
+    assert (metric.model, metric.lora) == ("Qwen/Qwen2.5-VL-7B-Instruct", "EditScore/EditScore-7B")
+    assert make_metric("editscore", model="some/vlm", lora=None).fingerprint()["lora"] is None

@@ -1,13 +1,20 @@
-"""``PromptedImageEditGenerator``: edit every row's image as its conversation's last user message says."""
+"""``PromptedImageEditGenerator``: edit every row's image as its conversation's last user message says.
+
+With ``candidates=N`` it makes N edits of every row, each with its own seed (see ``dataflow.core.seeding``), for a
+later step to rank (``ImageEditSelector``). The serving is wrapped in ``CandidateServing``, which asks it for N
+images per row and adds ``candidates`` to its fingerprint, so a rerun resumes the same job and a rerun with another
+N is refused instead of mixing counts.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Hashable, Iterable, Iterator, Optional, Sequence, Union
 
 from dataflow.core.columns import check_columns
 from dataflow.core.errors import InputError
 from dataflow.core.operator import OperatorABC
+from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
 from dataflow.engines.job import EditJob
@@ -21,6 +28,69 @@ from dataflow.utils.storage import FileStorage
 
 logger = get_logger()
 
+CANDIDATES_KEY = "candidates"  # the output rows' mark: their edited images are this many candidates of one edit
+
+
+class CandidateServing(ImageEditServing):
+    """``serving`` asked for ``candidates`` edited images per row; everything else is the wrapped serving's.
+
+    The images differ because every serving seeds output image k of a row from (seed, row key, k), never from the
+    batch (``dataflow.core.seeding.image_seed``); a deterministic backend (classic) makes identical candidates.
+
+    Args:
+        serving: the editing backend, built for one image per row (or for exactly ``candidates``).
+        candidates: edited images per row, at least 1.
+    """
+
+    def __init__(self, serving: ImageEditServing, candidates: int):
+        check_positive_int(candidates=candidates)
+        own = getattr(serving, "num_images_per_request", 1)
+        if own not in (1, candidates):
+            raise InputError(f"the serving already makes {own} images per row; ask for candidates={candidates} "
+                             "with a serving built for one image per row (--images-per-prompt 1)")
+        self.serving = serving
+        self.num_images_per_request = candidates
+
+    # what engines read of a serving, delegated (properties, so that a change in the wrapped one shows)
+    batch_size = property(lambda self: self.serving.batch_size)
+    concurrency = property(lambda self: self.serving.concurrency)
+    max_input_images = property(lambda self: self.serving.max_input_images)
+    image_io = property(lambda self: self.serving.image_io)
+    display_name = property(lambda self: self.serving.display_name)
+
+    def fingerprint(self) -> dict:
+        return {**self.serving.fingerprint(), CANDIDATES_KEY: self.num_images_per_request}
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        return self.serving.edit(requests)  # each request already asks for ``candidates`` images
+
+    def bucket_key(self, width: int, height: int) -> Hashable:
+        return self.serving.bucket_key(width, height)
+
+    def check_instruction(self, instruction: str) -> None:
+        self.serving.check_instruction(instruction)
+
+    def check_model(self) -> Optional[str]:
+        return self.serving.check_model()
+
+    def usage(self) -> dict:
+        return self.serving.usage()
+
+    def use_device(self, device: str) -> None:
+        self.serving.use_device(device)
+
+    def release_memory(self) -> None:
+        self.serving.release_memory()
+
+    def close(self) -> None:
+        self.serving.close()
+
+
+def marked_candidates(rows: Union[list, Iterable], candidates: int) -> Union[list, Iterator[dict]]:
+    """The output rows with ``candidates: N`` (a list stays a list; a stream stays a stream)."""
+    marked = (dict(row, **{CANDIDATES_KEY: candidates}) for row in rows)
+    return list(marked) if isinstance(rows, list) else marked
+
 
 class PromptedImageEditGenerator(OperatorABC):
     """Edit images by instruction and record the output paths in a new column.
@@ -31,15 +101,21 @@ class PromptedImageEditGenerator(OperatorABC):
         save_interval: finished rows per durable checkpoint; a crash loses at most this many rows plus one batch.
         engine: where the edits run: ``LocalEngine()`` (default, this process), ``MultiProcessEngine(devices)``
             (one process per GPU) or ``RayEngine(address=...)`` (a Ray cluster), all from ``dataflow.engines``.
+        candidates: make this many edits of every row, each with its own seed, and mark the output rows
+            ``candidates: N`` for ``ImageEditSelector`` (best-of-N); None: the serving's own images per row.
     """
 
-    def __init__(self, image_edit_serving: ImageEditServing, save_interval: int = 10, engine: Any = None):
+    def __init__(self, image_edit_serving: ImageEditServing, save_interval: int = 10, engine: Any = None,
+                 candidates: Optional[int] = None):
         if not isinstance(image_edit_serving, ImageEditServing):
             raise InputError(
                 f"image_edit_serving must be an editing serving, got {type(image_edit_serving).__name__}"
             )
         check_positive_int(save_interval=save_interval)
         self.serving = image_edit_serving
+        self.candidates = candidates
+        if candidates is not None:
+            self.serving = CandidateServing(image_edit_serving, candidates)
         self.save_interval = save_interval
         self.engine = engine or LocalEngine()
 
@@ -90,6 +166,8 @@ class PromptedImageEditGenerator(OperatorABC):
         ensure_writable_folder(os.path.dirname(os.path.abspath(storage.write_path)), "cache folder")
         ensure_writable_folder(job.image_io.save_path, "image folder")
         rows, summary = self.engine.run(job, show_progress=show_progress)
+        if self.candidates is not None:
+            rows = marked_candidates(rows, self.candidates)
         summary.output_path = storage.write(rows)
         logger.info("%s", summary.describe())
         return summary

@@ -1,4 +1,4 @@
-"""The metrics ``ImageEditEvaluator`` can compute: change, clip, dino, judge; ``make_metric`` builds one by name.
+"""The metrics ``ImageEditEvaluator`` can compute: change, clip, dino, judge, editscore (an edit reward); ``make_metric`` builds one by name.
 
 Each is a ``Metric`` (see ``..metric``) built from plain keyword arguments; models load on the first ``score``.
 The modules import torch, transformers and httpx only when a metric needs them.
@@ -12,7 +12,7 @@ from typing import Any
 from dataflow.core.errors import InputError
 from dataflow.operators.core_vision.eval.metric import Metric
 
-METRICS = ("change", "clip", "dino", "judge")
+METRICS = ("change", "clip", "dino", "judge", "editscore")
 
 
 def metric_class(name: str, options: dict) -> type:
@@ -27,14 +27,16 @@ def metric_class(name: str, options: dict) -> type:
         from dataflow.operators.core_vision.eval.metrics.api_judge import APIJudge as cls
     elif name == "judge":
         from dataflow.operators.core_vision.eval.metrics.local_judge import LocalJudge as cls
+    elif name == "editscore":
+        from dataflow.operators.core_vision.eval.metrics.editscore import EditScoreMetric as cls
     else:
         raise InputError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}")
     return cls
 
 
 def make_metric(name: str, **options: Any) -> Metric:
-    """A metric by name: "change", "clip", "dino", or "judge" (an ``APIJudge`` when ``api_url`` is given, else a
-    ``LocalJudge`` of ``model``). ``options`` are the class's keyword arguments; an unknown one is an
+    """A metric by name: "change", "clip", "dino", "judge" (an ``APIJudge`` when ``api_url`` is given, else a
+    ``LocalJudge`` of ``model``), or "editscore" (``EditScoreMetric``: a VLM reward, ``model`` plus ``lora``). ``options`` are the class's keyword arguments; an unknown one is an
     ``InputError`` naming the arguments the class takes."""
     cls = metric_class(name, options)
     if name == "judge" and "api_url" in options and not options["api_url"]:
