@@ -116,6 +116,11 @@ def test_rows_of_a_jsonl_and_their_fields(server, tmp_path):
     assert [(r["id"], r["image_id"], r["license"], r["images"]) for r in rows] == [
         ("first/add/0", "first", "cc0", "../data/00-red.png"), ("second/add/0", "second", "cc-by", "../data/01-red.png")]
 
+    # rows with ids: a rerun under another plan asks again (the plan is part of each image's identity)
+    summary = generate(server, source, tmp_path / "out", types=["add", "remove"], per_image=2)
+    assert len(server.requests) == 4 and summary.reused == 0
+    assert Counter(r["edit_type"] for r in read_jsonl(summary.output_path)) == {"add": 2, "remove": 2}
+
 
 def test_rewrite_keeps_the_original_beside_the_rewrite(server, tmp_path):
     data = tmp_path / "data"
@@ -130,7 +135,7 @@ def test_rewrite_keeps_the_original_beside_the_rewrite(server, tmp_path):
     assert rows[0]["conversations"] == [{"role": "user",
                                          "content": "Make the red 30x20 picture show this: make it nicer"}]
     assert rows[1]["source_id"] == "b" and "edit_type" not in rows[1]
-    assert [r["instruction"] for r in server.requests] == ["make it nicer", "add a dog"]
+    assert sorted(r["instruction"] for r in server.requests) == ["add a dog", "make it nicer"]
 
 
 def test_a_refused_key_stops_the_run_without_showing_it(server, tmp_path):
