@@ -99,7 +99,7 @@ def command_instruct(args: argparse.Namespace) -> int:
         rewrite=args.rewrite, taxonomy=args.taxonomy, seed=args.seed, save_interval=args.save_interval)
     storage = InstructionStorage(args.input, cache_path=args.out, file_name_prefix=OUTPUT_NAME)
     summary = generator.run(storage.step(), input_image_key=args.image_key,
-                            input_conversation_key=args.conversation_key)
+                            input_conversation_key=args.conversation_key, paths_relative_to=args.out)
     print(f"done: {summary.describe()}", file=sys.stderr)
     if summary.usage:
         print(f"{args.backend}: " + ", ".join(f"{k}: {v}" for k, v in summary.usage.items()), file=sys.stderr)

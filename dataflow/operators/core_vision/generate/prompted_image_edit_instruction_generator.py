@@ -86,7 +86,7 @@ class InstructionSummary:
 class PromptedImageEditInstructionGenerator(OperatorABC):
     """Write edit instructions for each source image (or rewrite the users' instructions) as ``run``-ready rows.
 
-    Each written row holds ``images`` (relative to the written file's folder), ``conversations`` (the instruction
+    Each written row holds ``images`` (see ``run``'s ``paths_relative_to``), ``conversations`` (the instruction
     as a user message), ``edit_type``, a stable ``id`` (image identity / type / index, so a later ``run`` resumes
     by it), ``image_id`` and ``provenance`` (backend, model, prompt version), plus the input row's other fields.
     Declined types, near-duplicates and failed images go to ``{step file}_rejected.jsonl`` beside the step file.
@@ -145,17 +145,20 @@ class PromptedImageEditInstructionGenerator(OperatorABC):
 
     def run(self, storage: FileStorage, input_image_key: str = "images", input_conversation_key: str = "conversations",
             output_key: str = "conversations", output_type_key: str = "edit_type",
-            show_progress: Optional[bool] = None) -> InstructionSummary:
+            paths_relative_to: Optional[str] = None, show_progress: Optional[bool] = None) -> InstructionSummary:
         """Write the instructions for the current step's images as the next step file; return a summary.
 
         The current step may also be a folder of images (as the first step's input). Images whose answer cannot be
-        used fail alone (in the rejected file, with the reason); a rerun asks again for them only.
+        used fail alone (in the rejected file, with the reason); a rerun asks again for them only. Relative image
+        paths are written relative to ``paths_relative_to``: by default the storage's input folder, against which
+        the next step of the same storage reads them; the CLI gives the output folder, whose file is a new input.
         """
         if not output_key or not output_type_key:
             raise InputError("output_key and output_type_key must be non-empty field names")
         source, base_dir = self.source(storage, input_image_key)
         out_dir = os.path.dirname(os.path.abspath(storage.write_path))
         ensure_writable_folder(out_dir, "output folder")
+        relative_to = os.path.abspath(paths_relative_to) if paths_relative_to else base_dir
         planned, job_rows, unplanned = self.plan(source, input_image_key, input_conversation_key)
         job = EditJob(
             rows=job_rows, serving=self.serving, image_io=ImageIO(save_path=out_dir), base_dir=base_dir,
@@ -167,8 +170,8 @@ class PromptedImageEditInstructionGenerator(OperatorABC):
             edited_key=input_image_key, edited_dir=base_dir,
         )
         rows, done = self.engine.run(job, show_progress=show_progress)
-        expander = Expander(input_image_key, input_conversation_key, output_key, output_type_key, base_dir, out_dir,
-                            self.provenance())
+        expander = Expander(input_image_key, input_conversation_key, output_key, output_type_key, base_dir,
+                            relative_to, self.provenance())
         rejected_path = os.path.splitext(storage.write_path)[0] + "_rejected.jsonl"
         with atomic_open(rejected_path) as rejected:
             output_path = storage.write(expander.expand(rows, lambda row: rejected.write(dumps_row(row) + "\n")))

@@ -59,7 +59,7 @@ def test_each_row_is_grounded_in_its_own_image_and_the_quotas_hold(server, tmp_p
     assert summary.written == summary.planned and summary.exit_code == 0
     for row in rows:
         index = int(row["images"].split("/")[-1][:2])
-        assert row["images"] == f"../photos/{index:02d}-red.png"
+        assert row["images"] == f"{index:02d}-red.png"  # relative to the input folder, as the next step reads it
         content = row["conversations"][0]["content"]
         assert "red" in content and f"{30 + index}x{20 + index} picture" in content  # the server saw this image
         assert row["provenance"]["backend"] == "api" and row["provenance"]["model"] == MODEL
@@ -114,7 +114,7 @@ def test_rows_of_a_jsonl_and_their_fields(server, tmp_path):
     summary = generate(server, source, tmp_path / "out", types=["add"], per_image=1)
     rows = read_jsonl(summary.output_path)
     assert [(r["id"], r["image_id"], r["license"], r["images"]) for r in rows] == [
-        ("first/add/0", "first", "cc0", "../data/00-red.png"), ("second/add/0", "second", "cc-by", "../data/01-red.png")]
+        ("first/add/0", "first", "cc0", "00-red.png"), ("second/add/0", "second", "cc-by", "01-red.png")]
 
     # rows with ids: a rerun under another plan asks again (the plan is part of each image's identity)
     summary = generate(server, source, tmp_path / "out", types=["add", "remove"], per_image=2)

@@ -86,18 +86,18 @@ class Expander:
         conversation_key: the input rows' conversation field (replaced by the instruction).
         output_key, type_key: the written rows' instruction and edit type fields.
         base_dir: the folder the input's relative image paths are meant against.
-        out_dir: the folder of the written file: image paths are written relative to it.
+        relative_to: the folder relative image paths are written relative to (absolute ones stay absolute).
         provenance: what each row records about how its instruction was made.
     """
 
     def __init__(self, image_key: str, conversation_key: str, output_key: str, type_key: str, base_dir: str,
-                 out_dir: str, provenance: dict):
+                 relative_to: str, provenance: dict):
         self.image_key = image_key
         self.conversation_key = conversation_key
         self.output_key = output_key
         self.type_key = type_key
         self.base_dir = base_dir
-        self.out_dir = out_dir
+        self.relative_to = relative_to
         self.provenance = provenance
         self.tally = Tally()
 
@@ -133,13 +133,17 @@ class Expander:
         return base
 
     def rebased(self, row: dict) -> Any:
-        """The row's image value with each path made relative to the output folder (as it was, when unreadable)."""
+        """The row's image value with each relative path made relative to ``relative_to`` (the value as it was,
+        when it names no image)."""
         value = row.get(self.image_key)
         try:
             paths = row_fields.image_paths(row, self.image_key, self.base_dir)
         except RowError:
             return value
-        moved = [os.path.relpath(path, self.out_dir).replace(os.sep, "/") for path in paths]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        moved = [original if os.path.isabs(os.path.expanduser(original))
+                 else os.path.relpath(path, self.relative_to).replace(os.sep, "/")
+                 for original, path in zip(values, paths)]
         return moved if isinstance(value, (list, tuple)) else moved[0]
 
     def entry_row(self, base: dict, image_id: str, entry: dict) -> dict:
