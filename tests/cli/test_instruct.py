@@ -53,6 +53,34 @@ def test_templates_then_classic_run_edits_every_row_and_the_counts_match_the_quo
     assert [r["id"] for r in outputs] == [r["id"] for r in rows]
 
 
+def test_the_documented_loop_runs_from_photos_to_an_exported_dataset(tmp_path, photos):
+    """docs/instructions.md's loop: instruct -> run -> score -> filter -> export, offline."""
+    pytest.importorskip("pyarrow")
+    steps = [
+        ("instruct", "photos/", "--backend", "templates", "--per-image", "2", "--out", "work"),
+        ("run", "work/instructions.jsonl", "--backend", "classic", "--out", "work/edited"),
+        ("score", "work/edited/edited_step1.jsonl", "--metrics", "change"),
+        ("filter", "work/edited/scored_step1.jsonl", "--drop-no-change", "--min", "changed_fraction=0.01"),
+        ("export", "work/edited/filtered_step1.jsonl", "--format", "hf", "--out", "dataset",
+         "--rejected", "work/edited/filtered_step1_rejected.jsonl"),
+    ]
+    for step in steps:
+        result = cli(*step, cwd=tmp_path)
+        assert result.returncode == 0, (step[0], result.stderr)
+    import pyarrow.parquet as pq
+
+    exported = pq.read_table(tmp_path / "dataset" / "data").to_pylist()
+    assert len(exported) == 12 and {e["instruction"] for e in exported} <= {
+        p for t in ("position_viewpoint", "lighting", "style", "global_tone") for p in phrases(t)}
+    assert all(e["edited_image"] and e["source_image"] for e in exported)
+
+
+def phrases(type_name):
+    from dataflow.operators.core_vision.generate.instructions.taxonomy import load_taxonomy
+
+    return load_taxonomy().get(type_name).phrases
+
+
 def test_a_rerun_skips_what_is_done_and_writes_the_same_file(tmp_path, photos):
     args = ("instruct", "photos", "--per-image", "3", "--out", "work")
     assert cli(*args, cwd=tmp_path).returncode == 0
