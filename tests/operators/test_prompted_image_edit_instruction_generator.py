@@ -77,6 +77,8 @@ def test_refused_options(tmp_path):
         PromptedImageEditInstructionGenerator("templates")
     with pytest.raises(InputError, match="the templates backend cannot rewrite"):
         PromptedImageEditInstructionGenerator(TemplateWriter(), rewrite=True)
+    with pytest.raises(InputError, match="rewriting keeps one instruction per row"):
+        PromptedImageEditInstructionGenerator(TemplateWriter(), rewrite=True, quotas={"style": 1})
     with pytest.raises(InputError, match="per_image must be a positive integer"):
         PromptedImageEditInstructionGenerator(TemplateWriter(), per_image=0)
     assert not os.path.exists(tmp_path / "work")

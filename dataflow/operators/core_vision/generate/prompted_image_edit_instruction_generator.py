@@ -112,6 +112,9 @@ class PromptedImageEditInstructionGenerator(OperatorABC):
         if not isinstance(instruction_writer, InstructionWriter):
             raise InputError(f"instruction_writer must be an InstructionWriter, got {type(instruction_writer).__name__}")
         check_positive_int(per_image=per_image, save_interval=save_interval)
+        if rewrite and (types or quotas or per_image != 1):
+            raise InputError("types, quotas and per_image choose new instructions (--types, --quota, --per-image); "
+                             "rewriting keeps one instruction per row, the row's own")
         if rewrite and not instruction_writer.can_rewrite:
             raise InputError(f"the {instruction_writer.backend} backend cannot rewrite instructions; use --backend api "
                              "or --backend local")

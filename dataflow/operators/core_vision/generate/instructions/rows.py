@@ -57,6 +57,15 @@ class JobRows:
         self.text_key = text_key
         self.plans = plans
 
+    def count(self) -> int:
+        """How many rows a pass yields (for the progress bar's total)."""
+        if self.plans is not None:
+            return sum(1 for plan in self.plans if plan)
+        if isinstance(self.source, (list, tuple)):
+            return len(self.source)
+        count = getattr(self.source, "count", None)
+        return count() if callable(count) else sum(1 for _ in self.source)
+
     def __iter__(self) -> Iterator[dict]:
         keys = RowKeys(self.image_key, self.text_key)
         for index, row in enumerate(self.source):
