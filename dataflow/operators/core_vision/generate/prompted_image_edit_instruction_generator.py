@@ -110,7 +110,8 @@ class PromptedImageEditInstructionGenerator(OperatorABC):
                  taxonomy: Union[str, Taxonomy, None] = None, rules: Optional[QualityRules] = None, seed: int = 0,
                  save_interval: int = 10, engine: Any = None):
         if not isinstance(instruction_writer, InstructionWriter):
-            raise InputError(f"instruction_writer must be an InstructionWriter, got {type(instruction_writer).__name__}")
+            raise InputError("instruction_writer must be an InstructionWriter, got "
+                             f"{type(instruction_writer).__name__}")
         check_positive_int(per_image=per_image, save_interval=save_interval)
         if rewrite and (types or quotas or per_image != 1):
             raise InputError("types, quotas and per_image choose new instructions (--types, --quota, --per-image); "

@@ -103,7 +103,8 @@ def test_a_rerun_sends_only_what_failed(server, tmp_path):
     assert {r["id"]: r for r in read_jsonl(second.output_path)} == before  # the same plan, the same rows
 
     third = generate(server, folder, tmp_path / "out", types=OBJECT_TYPES, per_image=3)  # a new plan per image
-    assert len(server.requests) == 7
+    assert len(server.requests) == 7 and (third.asked, third.reused) == (3, 0)
+    assert len(read_jsonl(third.output_path)) == 6  # 3 types for red and green; blue failed again
 
 
 def test_rows_of_a_jsonl_and_their_fields(server, tmp_path):

@@ -43,7 +43,8 @@ def test_names_are_matched_loosely_and_unknown_ones_are_refused():
 
 
 def test_an_edited_copy_is_read_and_its_mistakes_named(tmp_path):
-    data = json.load(open(DEFAULT_TAXONOMY, encoding="utf-8"))
+    with open(DEFAULT_TAXONOMY, encoding="utf-8") as handle:
+        data = json.load(handle)
     data["types"] = data["types"][:2] + [{"name": "weather", "description": "Make it rain."}]
     path = tmp_path / "types.json"
     path.write_text(json.dumps(data))

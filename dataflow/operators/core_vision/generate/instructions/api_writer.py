@@ -175,4 +175,5 @@ class APIWriter(ModelWriter):
                     else f"no API key was given; set {KEY_VARIABLE}")
             raise ServiceError(f"{exc} ({hint})") from None
         except NotFound as exc:
-            raise ServiceError(f"{exc} (check the model name {self.model!r} and the API URL {self.api_url!r})") from None
+            raise ServiceError(f"{exc} (check the model name {self.model!r} and the API URL "
+                               f"{self.api_url!r})") from None

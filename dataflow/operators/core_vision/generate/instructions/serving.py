@@ -9,7 +9,7 @@ operator later expands into one written row per instruction.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.serving import ImageEditServing
@@ -37,17 +37,17 @@ class InstructionServing(ImageEditServing):
         writer: the ``InstructionWriter``.
         taxonomy: the edit types plans name.
         rewrite: rows hold user instructions to rewrite, not plans.
-        rules: the quality rules.
+        rules: the quality rules (default ``QualityRules()``).
     """
 
     max_input_images = None  # the first image of a row is the one written for
 
     def __init__(self, writer: InstructionWriter, taxonomy: Taxonomy, rewrite: bool = False,
-                 rules: QualityRules = QualityRules()):
+                 rules: Optional[QualityRules] = None):
         self.writer = writer
         self.taxonomy = taxonomy
         self.rewrite = rewrite
-        self.rules = rules
+        self.rules = rules or QualityRules()
         self.batch_size = writer.batch_size
         self.concurrency = writer.concurrency
 
@@ -76,7 +76,8 @@ class InstructionServing(ImageEditServing):
         asks = [self.ask(request) for request in requests]
         drafts = self.writer.write(asks)
         if len(drafts) != len(asks):
-            raise RuntimeError(f"{type(self.writer).__name__}.write returned {len(drafts)} answers for {len(asks)} images")
+            raise RuntimeError(f"{type(self.writer).__name__}.write returned {len(drafts)} answers for "
+                               f"{len(asks)} images")
         return [self.result(ask, draft) for ask, draft in zip(asks, drafts)]
 
     def ask(self, request: EditRequest) -> InstructionAsk:
