@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from dataflow import __version__
 from dataflow.cli.exits import EXIT_OK, EXIT_ROWS_FAILED, run_main
 from dataflow.cli.export import add_export_parser, command_export
+from dataflow.cli.instruct import add_instruct_parser, command_instruct
 from dataflow.cli.parser import ArgumentParser
 from dataflow.cli.scoring import (
     add_filter_parser, add_score_parser, add_select_parser, command_filter, command_score, command_select,
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_filter_parser(commands)
     add_select_parser(commands)
     add_export_parser(commands)
+    add_instruct_parser(commands)
 
     gallery = commands.add_parser("gallery", help="rebuild the gallery of an output file (OUTPUT.gallery.html)")
     gallery.add_argument("output", help="the output JSONL of a run")
@@ -210,7 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     get_logger().setLevel(logging.DEBUG if args.debug else logging.INFO)
     command = {"run": command_run, "score": command_score, "filter": command_filter, "select": command_select,
-               "gallery": command_gallery, "export": command_export}[args.command]
+               "gallery": command_gallery, "export": command_export, "instruct": command_instruct}[args.command]
     return run_main(lambda: command(args), debug=args.debug)
 
 

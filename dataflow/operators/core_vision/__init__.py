@@ -5,8 +5,12 @@ scoring code.
 """
 
 from dataflow.operators.core_vision.generate.prompted_image_edit_generator import PromptedImageEditGenerator
+from dataflow.operators.core_vision.generate.prompted_image_edit_instruction_generator import (
+    PromptedImageEditInstructionGenerator,
+)
 
-__all__ = ["PromptedImageEditGenerator", "ImageEditEvaluator", "ImageEditFilter", "ImageEditSelector"]
+__all__ = ["PromptedImageEditGenerator", "PromptedImageEditInstructionGenerator", "ImageEditEvaluator",
+           "ImageEditFilter", "ImageEditSelector"]
 
 
 def __getattr__(name: str):
