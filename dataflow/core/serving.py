@@ -24,7 +24,8 @@ class ImageEditServing(ABC):
     is how many reference images one row may have (None: no limit); rows with more fail before any work.
     ``wants_source_files`` asks the engine for each image's file bytes as well (``EditRequest.files``: a remote
     API that takes JPEG as it is), ``wants_earlier_turns`` for the conversation's earlier user messages
-    (``EditRequest.earlier_turns``: editing turn by turn).
+    (``EditRequest.earlier_turns``: editing turn by turn). ``max_instruction_chars`` bounds an instruction's
+    length (None: no bound); a longer one fails its row before any work, so that a runaway field costs nothing.
     """
 
     batch_size: int = 1
@@ -33,6 +34,7 @@ class ImageEditServing(ABC):
     max_input_images: Optional[int] = 1
     wants_source_files: bool = False
     wants_earlier_turns: bool = False
+    max_instruction_chars: Optional[int] = None
     image_io: Any = None
 
     @property

@@ -18,8 +18,8 @@ from dataflow.core import rows as row_fields
 from dataflow.core.errors import RowError
 from dataflow.engines.job import EditJob
 from dataflow.engines.records import make_record
-from dataflow.engines.tasks import (Bucketer, RowKeys, RowTask, bucket_of, check_image_count, image_identity,
-                                    parse_row, row_digest, row_signature)
+from dataflow.engines.tasks import (Bucketer, RowKeys, RowTask, bucket_of, check_image_count,
+                                    check_instruction_length, image_identity, parse_row, row_digest, row_signature)
 from dataflow.io.image_io import png_file_is_whole
 from dataflow.utils.checkpoint import Settled
 
@@ -116,6 +116,7 @@ class Planner:
             return task if task.edited_paths else make_record(index, key, output=[])
         try:
             check_image_count(task, job.serving)
+            check_instruction_length(task, job.serving)
             sizes = [job.image_io.probe(path, warnings=task.warnings) for path in task.image_paths]
         except RowError as exc:
             return make_record(index, key, error=str(exc))

@@ -118,6 +118,14 @@ def check_image_count(task: RowTask, serving: ImageEditServing) -> None:
         )
 
 
+def check_instruction_length(task: RowTask, serving: ImageEditServing) -> None:
+    """``RowError`` when the row's instruction is longer than the serving reads (``max_instruction_chars``)."""
+    limit = serving.max_instruction_chars
+    if limit is not None and len(task.instruction) > limit:
+        raise RowError(f"the instruction is {len(task.instruction):,} characters long; {serving.display_name} "
+                       f"reads at most {limit:,}")
+
+
 def bucket_of(serving_bucket: Hashable, sizes: Sequence[tuple[int, int]]) -> Hashable:
     """The batching bucket: the serving's key for the first image, plus the sizes of any further images."""
     return serving_bucket if len(sizes) == 1 else (serving_bucket, tuple(sizes[1:]))

@@ -7,7 +7,7 @@ from typing import Optional
 
 from dataflow.core.errors import RowError
 from dataflow.engines.job import EditJob
-from dataflow.engines.tasks import RowKeys, check_image_count, parse_row
+from dataflow.engines.tasks import RowKeys, check_image_count, check_instruction_length, parse_row
 
 
 @dataclass
@@ -33,6 +33,7 @@ def validate_job(job: EditJob) -> tuple[int, list[Problem]]:
             task = parse_row(row, index, keys.next(row), job.image_key, job.conversation_key, job.base_dir,
                              turns=job.serving.wants_earlier_turns)
             check_image_count(task, job.serving)
+            check_instruction_length(task, job.serving)
             job.image_io.read(task.image_paths)
             job.serving.check_instruction(task.instruction)
         except RowError as exc:

@@ -293,3 +293,19 @@ def test_without_a_terminal_progress_lines_are_logged_while_the_run_goes_on(tmp_
     assert len(lines) >= 2, lines
     assert all(" rows/s" in line and "/6 rows (" in line for line in lines[1:]), lines
     assert any("left" in line for line in lines), lines
+
+
+def test_an_instruction_longer_than_the_serving_reads_fails_its_row_before_any_work(tmp_path):
+    write_image(tmp_path / "a.png", 16, 16)
+    rows = [edit_row("a.png", "Blur it.") | {"id": "short"}, edit_row("a.png", "x" * 5_000) | {"id": "long"}]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    serving = InvertServing(image_io=ImageIO(save_path=str(tmp_path / "out")))
+    serving.max_instruction_chars = 100
+    storage = FileStorage(str(tmp_path / "in.jsonl"), cache_path=str(tmp_path / "out")).step()
+    PromptedImageEditGenerator(serving).run(storage, input_image_key="images", input_conversation_key="conversations",
+                                            output_image_key="output_image")
+    by_id = {row["id"]: row for row in read_jsonl(storage.write_path)}
+    assert by_id["short"]["output_image"] and by_id["long"]["output_image"] == []
+    assert by_id["long"]["output_image_error"] == ("the instruction is 5,000 characters long; InvertServing reads at "
+                                                   "most 100")
+    assert serving.calls == [["id:short"]]

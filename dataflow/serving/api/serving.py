@@ -71,6 +71,7 @@ class APIEditServing(ImageEditServing):
     """
 
     batch_size = 1
+    max_instruction_chars = 32_000  # the longest prompt OpenAI's GPT image models take
     max_input_images = None  # the format's own limit is each row's error (``edit_one``)
     wants_source_files = True
 

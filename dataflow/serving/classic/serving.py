@@ -13,7 +13,7 @@ from dataflow.core.errors import RowError
 from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
-from dataflow.serving.classic.grammar import GRAMMAR_VERSION, parse
+from dataflow.serving.classic.grammar import GRAMMAR_VERSION, MAX_INSTRUCTION_CHARS, parse
 from dataflow.serving.classic.operations import apply_operations
 
 
@@ -33,6 +33,7 @@ class ClassicEditServing(ImageEditServing):
         self.batch_size = batch_size
 
     display_name = "the classic backend"
+    max_instruction_chars = MAX_INSTRUCTION_CHARS
 
     def check_instruction(self, instruction: str) -> None:
         parse(instruction)

@@ -83,6 +83,10 @@ class DiffusersEditServing(ImageEditServing):
         acceleration: speed and memory options (``Acceleration``); those that apply to the family are used.
     """
 
+    # The text encoders read at most ``max_sequence_length`` tokens; a longer field is a mistake, and tokenizing
+    # megabytes of it would stall the run.
+    max_instruction_chars = 20_000
+
     def __init__(
         self,
         model: str,
