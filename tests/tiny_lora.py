@@ -19,10 +19,11 @@ from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+# Attention and MLP layers, as trainers target them; the MLPs' names differ per family.
 TARGETS = {
-    "tests.tiny_kontext": ATTENTION,
-    "tests.tiny_qwen_edit": ATTENTION,
-    "tests.tiny_flux2": ATTENTION + ["to_qkv_mlp_proj"],
+    "tests.tiny_kontext": ATTENTION + ["ff.net.0.proj", "proj_mlp"],
+    "tests.tiny_qwen_edit": ATTENTION + ["img_mlp.net.0.proj", "txt_mlp.net.0.proj"],
+    "tests.tiny_flux2": ATTENTION + ["to_qkv_mlp_proj", "ff.linear_in"],
 }
 PIPELINES = {"tests.tiny_kontext": "FluxKontextPipeline", "tests.tiny_qwen_edit": "QwenImageEditPlusPipeline",
              "tests.tiny_flux2": "Flux2KleinPipeline"}

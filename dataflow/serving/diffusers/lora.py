@@ -102,7 +102,7 @@ def parse_lora(text: str) -> LoraSpec:
 
 
 def lora_specs(value: Any) -> list[LoraSpec]:
-    """The LoRAs of a ``lora=`` argument: None, one or a list of ``"PATH_OR_ID[@FILE][:SCALE]"`` strings,
+    """The LoRAs of a ``lora=`` argument: None, one or a list of ``"PATH_OR_ID[@FILE][:SCALE]"`` strings, paths,
     ``LoraSpec``s or dicts ``{"source", "weight_name", "scale"}``."""
     if value is None:
         return []
@@ -113,6 +113,8 @@ def lora_specs(value: Any) -> list[LoraSpec]:
             specs.append(item)
         elif isinstance(item, str):
             specs.append(parse_lora(item))
+        elif isinstance(item, os.PathLike):  # a path object is a path, never a name with a scale
+            specs.append(LoraSpec(os.fspath(item)))
         elif isinstance(item, dict):
             unknown = set(item) - {"source", "weight_name", "scale"}
             if unknown or "source" not in item:
@@ -210,17 +212,24 @@ def file_sha256(path: str) -> str:
 
 # -- checking that it fits ------------------------------------------------------------------------------
 def require_peft() -> None:
-    """``ModelLoadError`` saying what to install when peft (which diffusers loads LoRAs with) is missing or old."""
-    try:
-        import peft
-    except ImportError:
-        raise ModelLoadError(f"LoRA adapters need peft>={MIN_PEFT}: pip install 'dataflow-edit[diffusers]' "
-                             "(or pip install peft)") from None
+    """``ModelLoadError`` saying what to install when peft (which diffusers loads LoRAs with) is missing or old.
+
+    Checked without importing it, so a run with LoRAs fails before any model loads."""
+    import importlib.metadata
+    import importlib.util
+
     from packaging.version import Version
 
-    if Version(peft.__version__) < Version(MIN_PEFT):
-        raise ModelLoadError(f"LoRA adapters need peft>={MIN_PEFT}, this is {peft.__version__}: "
-                             "pip install -U peft")
+    try:
+        found = importlib.util.find_spec("peft") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ModelLoadError(f"LoRA adapters need peft>={MIN_PEFT}: pip install 'dataflow-edit[diffusers]' "
+                             "(or pip install peft)")
+    version = importlib.metadata.version("peft")
+    if Version(version) < Version(MIN_PEFT):
+        raise ModelLoadError(f"LoRA adapters need peft>={MIN_PEFT}, this is {version}: pip install -U peft")
 
 
 def lora_keys(path: str) -> list[str]:
@@ -328,6 +337,9 @@ def check_fit(path: str, fit: LoraFit, family: Any) -> None:
         example = fit.missing[0][1] if fit.missing else (fit.ignored[0] if fit.ignored else "none")
         raise InputError(f"LoRA {path}: none of its layers is a layer of {model} (keys such as '{example}'); it is "
                          f"for another model, or in a key format diffusers does not convert for {family.display_name}")
+    if len(fit.missing) >= len(fit.matched):  # a LoRA of another model whose shared layer names happen to fit
+        raise InputError(f"LoRA {path}: only {len(fit.matched)} of its {layers} layers are layers of {model} (it "
+                         f"also has '{fit.missing[0][1]}'); it was made for another model")
     if fit.missing:
         logger.warning("LoRA %s: %d of its %d layers match no layer of %s and are left out (such as '%s')", path,
                        len(fit.missing), layers, model, fit.missing[0][1])
@@ -384,6 +396,7 @@ def quiet_diffusers() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*While injecting the PEFT adapters.*")
+            warnings.filterwarnings("ignore", message=".*Already found a `peft_config` attribute.*")  # 2nd LoRA
             yield
     finally:
         for item in loggers:

@@ -40,6 +40,7 @@ from dataflow.serving.diffusers.lora import (
     local_weights_file,
     lora_specs,
     merge_loras,
+    require_peft,
     resolve_lora,
 )
 from dataflow.serving.diffusers.recipes import Recipe, explicit_or_recipe, load_recipe, recipe_loras
@@ -132,7 +133,9 @@ class DiffusersEditServing(ImageEditServing):
         true_cfg_scale = explicit_or_recipe(true_cfg_scale, self.recipe, "true_cfg_scale")
         negative_prompt = explicit_or_recipe(negative_prompt, self.recipe, "negative_prompt")
         self.loras: list[LoraSpec] = merge_loras(recipe_loras(self.recipe), lora_specs(lora))
-        for spec in self.loras:  # a missing or ambiguous local file is said now, before any model loads
+        if self.loras:  # a missing peft, or a missing or ambiguous local file, is said now, before any model loads
+            require_peft()
+        for spec in self.loras:
             if is_local(spec):
                 local_weights_file(spec)
         self._resolved_loras: Optional[list[ResolvedLora]] = None
