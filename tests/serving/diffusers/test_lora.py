@@ -250,3 +250,17 @@ def test_a_hub_lora_not_in_the_cache_offline_says_so(tmp_path):
     assert "pass the local file" in str(error.value)
     with pytest.raises(ModelLoadError, match="could not download someone/tiny-lora"):
         resolve_lora(LoraSpec("someone/tiny-lora"), cache_dir=str(tmp_path))  # which file: needs the listing
+
+
+def test_a_lora_that_fits_only_a_few_blocks_is_refused(tiny_qwen_edit_plus_dir, tmp_path):
+    """At real sizes FLUX.1, Qwen-Image and FLUX.2 [klein] 4B share attention names and sizes: a 60-block LoRA of
+    another family fits the model's first blocks only. Here: attention layers for 6 blocks on a 2-block model."""
+    weights = {k: v for k, v in load_file(save_tiny_lora(tiny_qwen_edit, str(tmp_path / "lora"))).items()
+               if ".attn." in k and ".transformer_blocks.0." in k}
+    for block in range(1, 6):
+        weights.update({k.replace(".transformer_blocks.0.", f".transformer_blocks.{block}."): v.clone()
+                        for k, v in list(weights.items()) if ".transformer_blocks.0." in k})
+    deeper = str(tmp_path / "deeper.safetensors")
+    save_file(weights, deeper)
+    with pytest.raises(InputError, match=r"only 16 of its 48 layers are layers of Qwen-Image-Edit.*another model"):
+        serving(tiny_qwen_edit_plus_dir, lora=deeper).load()
