@@ -264,3 +264,34 @@ def test_a_lora_that_fits_only_a_few_blocks_is_refused(tiny_qwen_edit_plus_dir, 
     save_file(weights, deeper)
     with pytest.raises(InputError, match=r"only 16 of its 48 layers are layers of Qwen-Image-Edit.*another model"):
         serving(tiny_qwen_edit_plus_dir, lora=deeper).load()
+
+
+def test_the_documented_python_sample_with_lora_edits_every_row(tmp_path, monkeypatch, tiny_qwen_edit_plus_dir):
+    from dataflow.io import ImageIO
+    from dataflow.operators.core_vision import PromptedImageEditGenerator
+    from dataflow.serving.local_image_gen_serving import LocalImageGenServing
+    from dataflow.utils.storage import FileStorage
+    from tests.conftest import edit_row, read_jsonl, write_image, write_jsonl
+
+    lora = save_tiny_lora(tiny_qwen_edit, str(tmp_path / "relight"))
+    for i, name in enumerate(("wide.png", "square.png", "tall.png")):
+        write_image(tmp_path / name, *[(96, 48), (64, 64), (48, 96)][i], seed=i)
+    jsonl = write_jsonl(tmp_path / "edits.jsonl", [edit_row(n, f"make it red {n}") for n in
+                                                   ("wide.png", "square.png", "tall.png")])
+    monkeypatch.chdir(tmp_path)
+    pixels = {}
+    for run, extra in (("plain", {}), ("lora", {"lora": [f"{lora}:0.8"]})):
+        storage = FileStorage(first_entry_file_name=jsonl, cache_path=f"./cache_local/{run}",
+                              file_name_prefix="dataflow_cache_step", cache_type="jsonl")
+        serving = LocalImageGenServing(
+            image_io=ImageIO(save_path=f"./cache_local/{run}"), hf_model_name_or_path=tiny_qwen_edit_plus_dir,
+            Image_gen_task="imageedit", batch_size=4, diffuser_model_name="Qwen-Image-Edit",
+            diffuser_num_inference_steps=2, diffuser_image_height=48, diffuser_image_width=48,
+            max_sequence_length=32, **extra)
+        PromptedImageEditGenerator(image_edit_serving=serving).run(
+            storage=storage.step(), input_image_key="images", input_conversation_key="conversations",
+            output_image_key="output_image")
+        rows = read_jsonl(tmp_path / "cache_local" / run / "dataflow_cache_step_step1.jsonl")
+        assert len(rows) == 3 and all(len(row["output_image"]) == 1 for row in rows)
+        pixels[run] = [np.asarray(Image.open(row["output_image"][0]), dtype=np.int16) for row in rows]
+    assert all(np.abs(a - b).max() > 5 for a, b in zip(pixels["plain"], pixels["lora"]))
