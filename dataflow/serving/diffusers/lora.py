@@ -24,7 +24,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from dataflow.core.errors import InputError, ModelLoadError
 from dataflow.io.model_source import download_file, hub_revision, list_repo_files, looks_like_path
@@ -406,10 +406,3 @@ def quiet_diffusers() -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def fingerprints(loras: Sequence[ResolvedLora]) -> list[dict]:
-    return [lora.fingerprint() for lora in loras]
-
-
-LoraArgument = Union[None, str, LoraSpec, dict, Sequence[Union[str, LoraSpec, dict]]]
