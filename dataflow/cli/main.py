@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="diffusers: the base seed; each output image's seed comes from it and the row's identity")
     add("--images-per-prompt", type=int, default=1, help="edited images per row")
     add("--candidates", type=int, default=None, help="N edits per row with distinct seeds, for select (best-of-N)")
+    add("--lora", action="append", default=None, metavar="PATH_OR_ID[@FILE][:SCALE]",
+        help="diffusers: a LoRA fused into the model (a .safetensors file or folder, or a Hub repo and the file in "
+             "it); repeat for several")
+    add("--recipe", default=None, metavar="FILE_OR_NAME",
+        help="diffusers: a recipe file, or a shipped one by name (LoRAs, scheduler, steps, guidance); flags given "
+             "win over its values")
     add_acceleration_flags(run)
     add_engine_flags(run)
     add_api_flags(run.add_argument_group("api backend"))
@@ -101,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServing:
     """The backend the flags ask for, built with the clean core's names."""
+    if args.backend not in DIFFUSERS_BACKENDS and (args.lora or args.recipe):
+        raise InputError(f"--lora and --recipe take a diffusers model (--backend flux-kontext), not --backend "
+                         f"{args.backend}")
     if args.backend == "classic":
         from dataflow.serving.classic.serving import ClassicEditServing
 
@@ -117,7 +126,8 @@ def build_serving(args: argparse.Namespace, image_io: ImageIO) -> ImageEditServi
         args.model or DEFAULT_MODEL, image_io=image_io, batch_size=args.batch_size,
         num_inference_steps=args.steps, guidance_scale=args.guidance, true_cfg_scale=args.true_cfg_scale,
         negative_prompt=args.negative_prompt, num_images_per_prompt=args.images_per_prompt, height=args.height,
-        width=args.width, seed=args.seed, acceleration=Acceleration.from_flags(args),
+        width=args.width, seed=args.seed, acceleration=Acceleration.from_flags(args), lora=args.lora,
+        recipe=args.recipe,
     )
 
 

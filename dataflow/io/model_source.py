@@ -1,9 +1,12 @@
-"""Turning ``hf_model_name_or_path`` into a local folder: use it as is, or download it from the Hub."""
+"""Turning ``hf_model_name_or_path`` (or a LoRA's source) into local files: use them as they are, or download them
+from the Hub, with one set of errors for offline, gated and missing repositories."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+import re
+from typing import Iterator, Optional
 
 from dataflow.core.errors import ModelLoadError
 from dataflow.logger import get_logger
@@ -12,6 +15,7 @@ logger = get_logger()
 
 # Only the diffusers-format subfolders: the single-file checkpoint at a repo's root would double the download.
 DIFFUSERS_FILES = ["model_index.json", "*/*"]
+_SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]")
 
 
 def looks_like_path(name: str) -> bool:
@@ -44,37 +48,82 @@ def check_pipeline_folder(folder: str) -> None:
         )
 
 
-def _download(repo_id: str, cache_dir: Optional[str], local_dir: Optional[str]) -> str:
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-    except ImportError:
-        raise ModelLoadError("downloading a model needs huggingface_hub: pip install 'dataflow-edit[diffusers]'") from None
+def download_file(repo_id: str, filename: str, cache_dir: Optional[str] = None,
+                  local_dir: Optional[str] = None) -> str:
+    """One file of a Hub repository (``filename`` may name a subfolder: ``sub/x.safetensors``), downloaded once
+    into ``local_dir/<repo name>`` when ``local_dir`` is given, else into the Hub cache (``cache_dir``)."""
+    hf_hub_download = _hub().hf_hub_download
     target = os.path.join(local_dir, repo_id.split("/")[-1]) if local_dir else None
-    name = repo_id.split("/")[-1]
-    hint = f"Download it elsewhere and pass the local folder instead (--model /path/to/{name})."
-    offline = _hub_offline()
-    if not offline:  # offline, the one line said below is all there is to say
-        logger.info("fetching %s from the Hugging Face Hub (or its local cache)", repo_id)
+    hint = f"Download it elsewhere and pass the local file instead (/path/to/{os.path.basename(filename)})."
+    if not _hub_offline():
+        logger.info("fetching %s from %s on the Hugging Face Hub (or its local cache)", filename, repo_id)
+    with hub_errors(repo_id, hint, filename):
+        return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_dir=target)
+
+
+def list_repo_files(repo_id: str) -> list[str]:
+    """The files of a Hub repository (needs the network: the Hub cache does not record what it left out)."""
+    hint = "Name the file in the repository, or download it elsewhere and pass the local file."
+    with hub_errors(repo_id, hint):
+        return list(_hub().list_repo_files(repo_id))
+
+
+def hub_revision(path: str) -> Optional[str]:
+    """The commit a file downloaded into the Hub cache comes from (``.../snapshots/<commit>/...``), else None."""
+    match = _SNAPSHOT.search(path)
+    return match.group(1) if match else None
+
+
+def _hub():
     try:
-        folder = snapshot_download(repo_id, cache_dir=cache_dir, local_dir=target, allow_patterns=DIFFUSERS_FILES)
+        import huggingface_hub
+    except ImportError:
+        raise ModelLoadError("downloading from the Hugging Face Hub needs huggingface_hub: "
+                             "pip install 'dataflow-edit[diffusers]'") from None
+    return huggingface_hub
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, hint: str, filename: Optional[str] = None) -> Iterator[None]:
+    """Turn huggingface_hub's errors into one ``ModelLoadError`` line: gated, not found, missing file, offline."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    what = f"{filename} of {repo_id}" if filename else repo_id
+    try:
+        yield
     except GatedRepoError:
         raise ModelLoadError(
             f"{repo_id} is gated on the Hugging Face Hub: accept its licence on the model page and log in "
-            f"(hf auth login), or pass a local folder. {hint}"
+            f"(hf auth login), or pass a local copy. {hint}"
         ) from None
     except RepositoryNotFoundError:
         raise ModelLoadError(f"{repo_id} was not found on the Hugging Face Hub (or it is private). {hint}") from None
-    except Exception as exc:  # offline mode, no network, HTTP errors: all mean "cannot get it from the Hub"
-        if offline:
-            raise ModelLoadError(f"{repo_id} is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading "
+    except LocalEntryNotFoundError as exc:  # offline, or no network, and not in the cache
+        if _hub_offline():
+            raise ModelLoadError(f"{what} is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading "
                                  f"it. {hint}") from None
-        reason = " ".join(str(exc).split())  # the Hub's messages run over several lines
         raise ModelLoadError(
-            f"could not download {repo_id} from the Hugging Face Hub ({type(exc).__name__}: {reason}). {hint}"
+            f"could not download {what} from the Hugging Face Hub, and it is not in the local cache "
+            f"({type(exc).__name__}: {_one_line(exc)}). {hint}"
         ) from None
-    check_pipeline_folder(folder)
-    return folder
+    except EntryNotFoundError:
+        raise ModelLoadError(f"{repo_id} on the Hugging Face Hub has no file {filename}") from None
+    except Exception as exc:  # offline mode, no network, HTTP errors: all mean "cannot get it from the Hub"
+        if _hub_offline():
+            raise ModelLoadError(f"{what} is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading "
+                                 f"it. {hint}") from None
+        raise ModelLoadError(
+            f"could not download {what} from the Hugging Face Hub ({type(exc).__name__}: {_one_line(exc)}). {hint}"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # the Hub's messages run over several lines
 
 
 def _hub_offline() -> bool:
@@ -82,3 +131,15 @@ def _hub_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
+
+
+def _download(repo_id: str, cache_dir: Optional[str], local_dir: Optional[str]) -> str:
+    snapshot_download = _hub().snapshot_download
+    target = os.path.join(local_dir, repo_id.split("/")[-1]) if local_dir else None
+    hint = f"Download it elsewhere and pass the local folder instead (--model /path/to/{repo_id.split('/')[-1]})."
+    if not _hub_offline():  # offline, the one line of hub_errors is all there is to say
+        logger.info("fetching %s from the Hugging Face Hub (or its local cache)", repo_id)
+    with hub_errors(repo_id, hint):
+        folder = snapshot_download(repo_id, cache_dir=cache_dir, local_dir=target, allow_patterns=DIFFUSERS_FILES)
+    check_pipeline_folder(folder)
+    return folder

@@ -38,6 +38,11 @@ class LocalImageGenServing(DiffusersEditServing):
         device, torch_dtype: override the defaults (CUDA with bfloat16 when available, else CPU with float32).
         max_sequence_length: text tokens per instruction (None: the family's).
         acceleration: speed and memory options (``dataflow.serving.diffusers.speed.options.Acceleration``).
+        lora: LoRA adapters fused into the weights when the model loads: ``"PATH_OR_ID[@FILE][:SCALE]"`` strings
+            (a local ``.safetensors`` file or folder, or a Hub repository and the file in it; downloaded like the
+            model, into ``hf_local_dir``), or a list of them.
+        recipe: a recipe file or a shipped recipe's name: LoRAs, scheduler, steps and guidance in one go
+            (docs/backends.md); the arguments given here win over its values.
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class LocalImageGenServing(DiffusersEditServing):
         negative_prompt: Optional[str] = None,
         true_cfg_scale: Optional[float] = None,
         max_sequence_length: Optional[int] = None,
+        lora: Any = None,
+        recipe: Any = None,
     ):
         if Image_gen_task not in SUPPORTED_TASKS:
             raise InputError(
@@ -90,5 +97,7 @@ class LocalImageGenServing(DiffusersEditServing):
             torch_dtype=torch_dtype,
             max_sequence_length=max_sequence_length,
             acceleration=acceleration,
+            lora=lora,
+            recipe=recipe,
         )
         self.image_io = image_io

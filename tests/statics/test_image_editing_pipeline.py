@@ -72,3 +72,29 @@ def test_hints_name_the_flags_of_the_script(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: nobody/no-model is not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading it. "
         "Download it elsewhere and pass the local folder instead (--hf_model_name_or_path /path/to/no-model)."]
+
+
+def test_the_script_fuses_the_loras_it_is_given(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    pytest.importorskip("peft")
+    import numpy as np
+
+    from dataflow.statics.pipelines.gpu_pipelines.image_editing_pipeline import main
+    from tests import tiny_kontext
+    from tests.tiny_lora import save_tiny_lora
+
+    lora = save_tiny_lora(tiny_kontext, str(tmp_path / "adapter"))
+    Image.new("RGB", (48, 32), (200, 80, 40)).save(tmp_path / "a.png")
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [edit_row("a.png", "Make it red.")])
+    pictures = []
+    for name, extra in (("plain", []), ("lora", ["--lora", f"{lora}:0.9"])):
+        work = tmp_path / name
+        work.mkdir()
+        monkeypatch.chdir(work)
+        code = main(["--first_entry_file_name", jsonl, "--hf_model_name_or_path", tiny_model_dir,
+                     "--diffuser_num_inference_steps", "2", "--diffuser_image_height", "32",
+                     "--diffuser_image_width", "32", *extra])
+        output = capsys.readouterr().out.strip().splitlines()[-1]
+        assert code == 0
+        (path,) = read_jsonl(work / output)[0]["output_image"]
+        pictures.append(np.asarray(Image.open(work / path), dtype=np.int16))
+    assert np.abs(pictures[0] - pictures[1]).max() > 5

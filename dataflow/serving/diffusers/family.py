@@ -59,6 +59,8 @@ class Family:
     needs_cache_context: bool = False
     first_block_cache: bool = True  # diffusers' first-block cache works on this family's blocks
     default_max_sequence_length: int = 512
+    #: the model family whose LoRAs fit (``lora.SIGNATURES``): FLUX.1 LoRAs fit Kontext, Qwen-Image's fit Edit
+    lora_family: str = ""
 
     def __init__(self, variant: str, index: Optional[dict] = None):
         if variant not in self.class_names:

@@ -29,6 +29,7 @@ class Flux2Family(Family):
     fuse_qkv = True
     fp8_blocks = ("transformer_blocks", "single_transformer_blocks")
     first_block_cache = False  # diffusers 0.42.1's hook fails on the FLUX.2 blocks' outputs (TypeError)
+    lora_family = "FLUX.2"
 
     @property
     def klein(self) -> bool:
@@ -107,6 +108,7 @@ class Flux2Family(Family):
             height=out_h,
             width=out_w,
             num_inference_steps=params["num_inference_steps"],
+            sigmas=params.get("sigmas"),  # a recipe's schedule (None: the scheduler's own)
             num_images_per_prompt=len(row.generators),
             generator=row.generators,
             max_sequence_length=params["max_sequence_length"],

@@ -21,6 +21,7 @@ class FluxKontextFamily(Family):
     flux_rewrites = True
     fp8_blocks = ("transformer_blocks", "single_transformer_blocks")
     needs_cache_context = True  # the Kontext pipeline opens no cache context around its transformer calls
+    lora_family = "FLUX.1"
 
     max_input_images = 1
     defaults = Defaults(num_inference_steps=28, guidance_scale=3.5)
@@ -67,6 +68,7 @@ class FluxKontextFamily(Family):
             max_area=out_h * out_w,
             _auto_resize=False,
             num_inference_steps=params["num_inference_steps"],
+            sigmas=params.get("sigmas"),  # a recipe's schedule (None: the scheduler's own)
             guidance_scale=params["guidance_scale"],
             num_images_per_prompt=1,
             generator=generators,

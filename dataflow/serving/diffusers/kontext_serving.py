@@ -37,6 +37,7 @@ class FluxKontextServing(DiffusersEditServing):
         torch_dtype: default bfloat16 on CUDA and float32 on CPU.
         max_sequence_length: T5 tokens per instruction (512 as diffusers).
         acceleration: speed and memory options (``Acceleration``); lossless speedups are on by default on CUDA.
+        lora, recipe: LoRA adapters fused into the weights, and a recipe (``DiffusersEditServing``).
     """
 
     def __init__(
@@ -56,12 +57,15 @@ class FluxKontextServing(DiffusersEditServing):
         torch_dtype: Any = None,
         max_sequence_length: int = 512,
         acceleration: Optional[Acceleration] = None,
+        lora: Any = None,
+        recipe: Any = None,
     ):
         super().__init__(
             model, family="FLUX-Kontext", cache_dir=cache_dir, local_dir=local_dir, batch_size=batch_size,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             num_images_per_prompt=num_images_per_prompt, height=height, width=width, seed=seed, device=device,
             torch_dtype=torch_dtype, max_sequence_length=max_sequence_length, acceleration=acceleration,
+            lora=lora, recipe=recipe,
         )
 
     def prime_prompt(self, prompt: str, prompt_embeds: Any, pooled_prompt_embeds: Any) -> None:

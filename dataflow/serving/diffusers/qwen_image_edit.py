@@ -38,6 +38,7 @@ class QwenImageEditFamily(Family):
     encoder_sees_images = True
     takes_negative_prompt = True
     default_max_sequence_length = 512
+    lora_family = "Qwen-Image"
 
     @property
     def plus(self) -> bool:
@@ -120,6 +121,7 @@ class QwenImageEditFamily(Family):
             height=out_h,
             width=out_w,
             num_inference_steps=params["num_inference_steps"],
+            sigmas=params.get("sigmas"),  # a recipe's schedule (None: the scheduler's own)
             guidance_scale=params["guidance_scale"],
             num_images_per_prompt=len(row.generators),
             generator=row.generators,

@@ -22,8 +22,8 @@ def diffusers_serving(model: str, *, image_io: Any = None, cache_dir: Optional[s
     ``DiffusersEditServing`` of theirs. A Hub id is not downloaded here: the serving reads the family when it first
     needs it (planning or loading), after the download. ``params`` are ``DiffusersEditServing``'s keyword
     arguments (batch_size, num_inference_steps, guidance_scale, true_cfg_scale, negative_prompt,
-    num_images_per_prompt, height, width, seed, device, torch_dtype, max_sequence_length, acceleration); those
-    that are None take the family's defaults.
+    num_images_per_prompt, height, width, seed, device, torch_dtype, max_sequence_length, acceleration, lora,
+    recipe); those that are None take the recipe's values, else the family's defaults.
     """
     folder = os.path.expanduser(model)
     family = None

@@ -4,7 +4,10 @@
 2. ``bucket_key`` covers the sizes that shape a call, so a call only holds rows of equal sizes;
 3. one CPU generator per output image, seeded from (seed, row key, k): a row's pixels do not depend on its batch;
 4. the text or vision-language encoder runs once per distinct (instruction, images) (cached embeddings);
-5. parameters a caller leaves unset take the family's defaults (``Family.defaults``); those given are used as given.
+5. parameters a caller leaves unset take a recipe's values (``recipes``), else the family's defaults
+   (``Family.defaults``); those given are used as given;
+6. LoRAs (``lora``) are checked against the model, fused into its weights and their layers removed, before the speed
+   options (FP8, compilation) run, so a LoRA costs nothing per image and FP8 quantizes the fused weights.
 
 The family (``family.Family``) comes from the folder's ``model_index.json``; a name given by the caller must match.
 """
@@ -29,6 +32,18 @@ from dataflow.serving.diffusers.family import (
     image_digest,
     read_model_index,
 )
+from dataflow.serving.diffusers.lora import (
+    LoraSpec,
+    ResolvedLora,
+    apply_loras,
+    is_local,
+    local_weights_file,
+    lora_specs,
+    merge_loras,
+    require_peft,
+    resolve_lora,
+)
+from dataflow.serving.diffusers.recipes import Recipe, explicit_or_recipe, load_recipe, recipe_loras
 from dataflow.serving.diffusers.registry import FAMILIES, family_class, family_for_index
 from dataflow.serving.diffusers.speed.apply import denoiser_context, prepare_pipeline
 from dataflow.serving.diffusers.speed.options import Acceleration
@@ -81,6 +96,11 @@ class DiffusersEditServing(ImageEditServing):
         torch_dtype: default bfloat16 on CUDA and float32 on CPU.
         max_sequence_length: text tokens per instruction (None: the family's, 512).
         acceleration: speed and memory options (``Acceleration``); those that apply to the family are used.
+        lora: LoRA adapters, fused into the weights when the model loads: one or a list of
+            ``"PATH_OR_ID[@FILE][:SCALE]"`` strings (a local ``.safetensors`` file or folder, or a Hub repository
+            and the file in it), ``LoraSpec``s or ``{"source", "weight_name", "scale"}`` dicts.
+        recipe: a recipe file or a shipped recipe's name (``recipes``): LoRAs, scheduler, steps and guidance in one
+            go. Arguments given here win over its values; a LoRA given here of the same file replaces the recipe's.
     """
 
     # The text encoders read at most ``max_sequence_length`` tokens; a longer field is a mistake, and tokenizing
@@ -107,7 +127,22 @@ class DiffusersEditServing(ImageEditServing):
         torch_dtype: Any = None,
         max_sequence_length: Optional[int] = None,
         acceleration: Optional[Acceleration] = None,
+        lora: Any = None,
+        recipe: Any = None,
     ):
+        self.recipe: Optional[Recipe] = None if recipe is None else load_recipe(recipe)
+        num_inference_steps = explicit_or_recipe(num_inference_steps, self.recipe, "num_inference_steps")
+        self.sigmas = self._recipe_sigmas(num_inference_steps)
+        guidance_scale = explicit_or_recipe(guidance_scale, self.recipe, "guidance_scale")
+        true_cfg_scale = explicit_or_recipe(true_cfg_scale, self.recipe, "true_cfg_scale")
+        negative_prompt = explicit_or_recipe(negative_prompt, self.recipe, "negative_prompt")
+        self.loras: list[LoraSpec] = merge_loras(recipe_loras(self.recipe), lora_specs(lora))
+        if self.loras:  # a missing peft, or a missing or ambiguous local file, is said now, before any model loads
+            require_peft()
+        for spec in self.loras:
+            if is_local(spec):
+                local_weights_file(spec)
+        self._resolved_loras: Optional[list[ResolvedLora]] = None
         check_positive_int(batch_size=batch_size, num_images_per_prompt=num_images_per_prompt, height=height,
                            width=width)
         optional = dict(num_inference_steps=num_inference_steps, max_sequence_length=max_sequence_length)
@@ -140,7 +175,15 @@ class DiffusersEditServing(ImageEditServing):
             cls = FAMILIES[self.family_name]
             self._check_options(cls)
             if len(cls.class_names) == 1:  # nothing to read from the folder (load still checks it)
-                self._family = cls(cls.class_names[0])
+                self._family = self._accept(cls(cls.class_names[0]))
+
+    def _recipe_sigmas(self, steps: Optional[int]) -> Optional[list]:
+        """The recipe's sigmas, which fix the number of steps: an explicit other number is refused."""
+        sigmas = self.recipe.sigmas if self.recipe else None
+        if sigmas and steps is not None and steps != len(sigmas):
+            raise InputError(f"num_inference_steps={steps} does not fit recipe {self.recipe.path}, whose schedule is "
+                             f"{len(sigmas)} sigmas; leave the steps to the recipe")
+        return None if sigmas is None else list(sigmas)
 
     def __getstate__(self) -> dict:
         """Pickle the configuration only: a worker process or Ray actor loads its own copy of the model."""
@@ -161,10 +204,18 @@ class DiffusersEditServing(ImageEditServing):
         folder = self.model_folder()
         family = family_for_index(read_model_index(folder), self.family_name, where=folder)
         self._check_options(type(family))
-        return family
+        return self._accept(family)
 
     def _check_options(self, cls: type) -> None:
+        if self.recipe is not None and self.recipe.family not in (None, cls.name):
+            raise InputError(f"recipe {self.recipe.path} is for {self.recipe.family}, not {cls.display_name}")
         check_true_cfg_options(cls, self.requested)
+
+    def _accept(self, family: Family) -> Family:
+        """``family`` once the recipe, if any, is checked to be made for its pipeline."""
+        if self.recipe is not None:
+            self.recipe.check_pipeline(family)
+        return family
 
     def _param(self, name: str) -> Any:
         value = self.requested[name]
@@ -190,7 +241,7 @@ class DiffusersEditServing(ImageEditServing):
         names = ("num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "max_sequence_length")
         values = {name: self._param(name) for name in names}
         values["true_cfg_scale"] = values["true_cfg_scale"] or 1.0
-        return dict(values, area=self.area)
+        return dict(values, area=self.area, sigmas=self.sigmas)
 
     @property
     def display_name(self) -> str:
@@ -242,23 +293,48 @@ class DiffusersEditServing(ImageEditServing):
 
         if self._family is None or self._family.variant != type(pipe).__name__:
             index = dict(getattr(pipe, "config", {}) or {}, _class_name=type(pipe).__name__)
-            self._family = family_for_index(index, self.family_name, where="the pipeline given")
+            self._family = self._accept(family_for_index(index, self.family_name, where="the pipeline given"))
         for component in pipe.components.values():
             if isinstance(component, torch.nn.Module):
                 component.eval()
         pipe.set_progress_bar_config(disable=True)
         self._multiple_of = self.family.multiple_of_pipe(pipe)
+        self._adapt(pipe, device)
         self.pipe, applied = prepare_pipeline(pipe, device, self.acceleration, self.family)
         logger.info("speedups: %s", ", ".join(applied) or "none")
         self._torch = torch
 
+    def _adapt(self, pipe: Any, device: str) -> None:
+        """The recipe's scheduler, then the LoRAs fused into the (bf16) weights: before any speed option, so FP8
+        quantizes the fused weights (FP8 first, then a LoRA, is what shows grid artifacts) and compilation sees
+        plain linear layers."""
+        if self.recipe is not None and self.recipe.scheduler is not None:
+            pipe.scheduler = self.recipe.make_scheduler()
+            logger.info("scheduler: %s from recipe %s", self.recipe.scheduler["class"], self.recipe.name)
+        loras = self.resolved_loras()
+        if not loras:
+            return
+        if device.startswith("cuda") and not self.acceleration.offload:
+            pipe.transformer.to(device)  # fuse on the GPU: the placement that follows leaves it there
+        described = apply_loras(pipe, loras, self.family)
+        logger.info("LoRA fused into the weights: %s", "; ".join(described))
+
+    def resolved_loras(self) -> list[ResolvedLora]:
+        """Each LoRA's local file and identity (a Hub LoRA is downloaded on first use), once."""
+        if self._resolved_loras is None:
+            self._resolved_loras = [resolve_lora(spec, self.cache_dir, self.local_dir) for spec in self.loras]
+        return self._resolved_loras
+
     def check_model(self) -> Optional[str]:
         """A local folder must hold a supported pipeline; a Hub id is only named (checking it would download it)."""
+        remote = [spec.name for spec in self.loras if not is_local(spec)]
+        lora_note = f"LoRA {', '.join(remote)} will be fetched from the Hugging Face Hub" if remote else None
         if self._is_local():
             resolve_model_folder(self.model)
             self._family_of_folder()
-            return None
-        return f"{self.model} will be fetched from the Hugging Face Hub (or its local cache) when the run starts"
+            return lora_note
+        note = f"{self.model} will be fetched from the Hugging Face Hub (or its local cache) when the run starts"
+        return note if lora_note is None else f"{note}; {lora_note}"
 
     def model_folder(self) -> str:
         """The local pipeline folder, downloading it on first use if ``model`` is a Hub id."""
@@ -282,7 +358,7 @@ class DiffusersEditServing(ImageEditServing):
         lossy = self.acceleration.lossy()
         common = {"model": self.model, "steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
                   "num_images_per_prompt": self.num_images_per_request, "area": self.area, "seed": self.seed,
-                  "max_sequence_length": self.max_sequence_length}
+                  "max_sequence_length": self.max_sequence_length, **self._adapter_fingerprint()}
         if family.name == "FLUX-Kontext":  # as before the other families existed, so earlier runs resume
             return {"serving": "flux-kontext", **common, **lossy}
         extra = {}
@@ -290,6 +366,16 @@ class DiffusersEditServing(ImageEditServing):
             extra = {"true_cfg_scale": self.true_cfg_scale, "negative_prompt": self.negative_prompt}
         return {"serving": "diffusers", "family": family.name, "pipeline": family.variant, **common, **extra,
                 **lossy}
+
+    def _adapter_fingerprint(self) -> dict:
+        """Each LoRA's identity and scale, the recipe's scheduler and sigmas; nothing without them, so runs made
+        before LoRAs existed resume."""
+        out: dict = {}
+        if self.loras:
+            out["lora"] = [lora.fingerprint() for lora in self.resolved_loras()]
+        if self.recipe is not None:
+            out.update(self.recipe.fingerprint())
+        return out
 
     # -- generation -------------------------------------------------------------------------------------
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:

@@ -57,6 +57,8 @@ class ImageEditingPipeline:
             seed=args.seed,
             device=args.device,
             acceleration=Acceleration.from_flags(args),
+            lora=args.lora,
+            recipe=args.recipe,
         )
         engine = engine_from_flags(args, self.serving)
         self.generator = PromptedImageEditGenerator(image_edit_serving=self.serving, save_interval=args.save_interval,
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0,
         help="the base seed; each output image's seed comes from it and the row's identity")
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add("--lora", action="append", default=None, metavar="PATH_OR_ID[@FILE][:SCALE]",
+        help="a LoRA fused into the model (a .safetensors file or folder, or a Hub repo and the file in it; "
+             "downloaded into --hf_local_dir); repeat for several")
+    add("--recipe", default=None, metavar="FILE_OR_NAME",
+        help="a recipe file, or a shipped one by name (LoRAs, scheduler, steps, guidance); flags given win")
     add_acceleration_flags(parser, separator="_")
     add_engine_flags(parser, separator="_")
     add_operator_flags(parser)
