@@ -92,6 +92,9 @@ MODES = {
     "cache_static": dict(cache="dbcache:static-medium"),
     "fp8+cache_static": dict(fp8=True, cache="dbcache:static-medium"),
     "fp8+fp8_attention+cache_static": dict(fp8=True, fp8_attention=True, cache="dbcache:static-medium"),
+    # Added for H200 run 2026-12-04: what --fp8 --fp8-attention --compile-vae runs, the rewrites forced on.
+    "fp8+fused+fp8_attention": dict(fp8=True, fuse_gelu=True, split_proj_out=True, compile_vae=True,
+                                    fp8_attention=True),
     "cache": dict(cache="dbcache"),
 }
 # Modes whose transformer runs under hooks (offloading, the caches): no separate step timing or profile.
