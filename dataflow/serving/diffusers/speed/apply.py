@@ -51,9 +51,11 @@ def check_applicable(options: Acceleration, device: str, family: Any = None) -> 
     if options.fp8_attention:
         from dataflow.serving.diffusers.speed.fp8_attention import unavailable_reason
 
-        reason = unavailable_reason(device)
+        kernel = options.fp8_attention_kernel
+        reason = unavailable_reason(device, kernel)
         if reason:
-            raise InputError(f"fp8_attention cannot run here: {reason}; run without --fp8-attention")
+            raise InputError(f"fp8_attention ({kernel} kernel) cannot run here: {reason}; run without "
+                             "--fp8-attention")
 
 
 def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
@@ -163,8 +165,8 @@ def accelerate(pipe: Any, device: str, options: Acceleration, family: Any = None
     if options.fp8_attention:
         from dataflow.serving.diffusers.speed.fp8_attention import use_fp8_attention
 
-        use_fp8_attention(transformer)
-        applied.append("fp8_attention")
+        use_fp8_attention(transformer, options.fp8_attention_kernel)
+        applied.append(f"fp8_attention ({options.fp8_attention_kernel})")
     plan = options.compile_plan(cuda)
     if plan is not None:
         scope = plan.pop("scope")
