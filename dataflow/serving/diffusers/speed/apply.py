@@ -42,9 +42,8 @@ def check_applicable(options: Acceleration, device: str, family: Any = None) -> 
     name = getattr(family, "name", "FLUX-Kontext")
     shown = getattr(family, "display_name", name)
     if options.fp8_attention and name not in FP8_ATTENTION_FAMILIES:
-        raise InputError(f"fp8_attention takes the attention of {', '.join(FP8_ATTENTION_FAMILIES)}, not {shown} "
-                         "(its attention carries a padding mask, which the kernel does not take); run without "
-                         "--fp8-attention")
+        raise InputError(f"fp8_attention is wired and tested for {', '.join(FP8_ATTENTION_FAMILIES)}, not {shown}; "
+                         "run without --fp8-attention")
     if options.cache and name not in STEP_CACHE_FAMILIES:
         raise InputError(f"cache is wired and tested for {', '.join(STEP_CACHE_FAMILIES)} only, not {shown}; run "
                          "without --cache")

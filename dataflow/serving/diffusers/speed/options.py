@@ -2,8 +2,8 @@
 
 Which options apply depends on the model family (``dataflow.serving.diffusers``): the FLUX.1 block rewrites (split
 output projection, fused GELU) only to FLUX.1 Kontext, fused QKV to the FLUX families, FP8 linears, the attention
-backend, regional compilation, the first-block cache and offloading to every family; FP8 attention to the FLUX
-families, cache-dit's step cache to FLUX.1 Kontext. An option that does not apply is skipped with a log line,
+backend, regional compilation, the first-block cache and offloading to every family; FP8 attention to FLUX.1 Kontext,
+FLUX.2 and Qwen-Image-Edit, cache-dit's step cache to FLUX.1 Kontext. An option that does not apply is skipped with a log line,
 except the lossy ones asked for where they cannot run (FP8 attention off an FP8 GPU, the step cache on another
 family): those are refused, so that a run's fingerprint never claims an option that was not applied.
 
@@ -49,9 +49,9 @@ KERNEL_TUNING = {"coordinate_descent_tuning": True, "coordinate_descent_check_al
 # The families cache-dit's step cache is wired and tested for: FLUX.1 Kontext makes one transformer call per step.
 # Qwen-Image-Edit's true CFG makes two, which cache-dit would have to count apart (its enable_separate_cfg).
 STEP_CACHE_FAMILIES = ("FLUX-Kontext",)
-# The families whose attention FP8 attention takes: Qwen-Image-Edit's joint attention carries the text padding mask,
-# which the kernel does not take, so there the option would change nothing.
-FP8_ATTENTION_FAMILIES = ("FLUX-Kontext", "FLUX.2")
+# The families whose attention FP8 attention is wired and tested for: their transformer calls SDPA without a mask
+# (Qwen-Image-Edit since its one-prompt calls drop the all-ones text mask).
+FP8_ATTENTION_FAMILIES = ("FLUX-Kontext", "FLUX.2", "Qwen-Image-Edit")
 # Attention backends that end in torch's scaled_dot_product_attention, the call FP8 attention replaces.
 SDPA_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
 

@@ -167,16 +167,6 @@ def test_the_option_is_refused_without_an_fp8_gpu(tiny_model_dir):
         serving.load()
 
 
-def test_the_option_is_refused_for_a_family_whose_attention_it_does_not_take():
-    from types import SimpleNamespace
-
-    from dataflow.serving.diffusers.speed.apply import check_applicable
-
-    qwen = SimpleNamespace(name="Qwen-Image-Edit", display_name="Qwen-Image-Edit")
-    with pytest.raises(InputError, match="takes the attention of FLUX-Kontext, FLUX.2, not Qwen-Image-Edit"):
-        check_applicable(Acceleration(fp8_attention=True), "cuda", qwen)
-
-
 # -- cuDNN's FP8 attention: one scale per tensor, smoothed K, FP8 output ------------------------------------------
 # The bound for the per-tensor algorithm, as for the blockwise one above. Measured here: 0.057-0.060 (0.060 on the
 # H200 for cuDNN's kernel at FLUX.1 Kontext's shape, docs/performance.md).
