@@ -423,7 +423,8 @@ def main(argv: Optional[list] = None) -> dict:
     parser.add_argument("--direct-steps", type=int, default=8,
                         help="card schedules up to this many steps are timed whole; longer ones are extrapolated")
     parser.add_argument("--short-steps", type=int, default=None,
-                        help="the short call of the extrapolation (its double is the long one; default 4, tiny 1)")
+                        help="the short call of the extrapolation (its double is the long one; default 4, tiny 2; at "
+                             "least 2: Qwen's scheduler stretches a 1-step schedule into a NaN timestep)")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per schedule")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="with --tiny: also compile on the CPU (slow)")
@@ -438,7 +439,10 @@ def main(argv: Optional[list] = None) -> dict:
         if unknown:
             parser.error(f"unknown {kind}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     args.resolution = args.resolution or (64 if args.tiny else 1024)
-    args.short_steps = args.short_steps or (1 if args.tiny else 4)
+    args.short_steps = args.short_steps or (2 if args.tiny else 4)
+    if args.short_steps < 2 or args.warmup_steps < 2:
+        parser.error("--short-steps and --warmup-steps must be 2 or more: Qwen-Image's scheduler (shift_terminal) "
+                     "turns a 1-step schedule into a NaN timestep")
     cuda = torch.cuda.is_available() and not args.tiny
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     result: dict = {

@@ -40,7 +40,7 @@ def test_tiny_qwen_edit_extrapolates_its_card_schedule_and_keeps_lossless_parity
                                                   "lossless,fp8,fp8+fp8_attention_cudnn"])
     entry = result["families"]["qwen-edit-2509"]
     check_family(entry, fp8_bound=0.05)
-    assert entry["baseline"]["card_method"].startswith("extrapolated: 1 steps")  # 40 steps with CFG: not run whole
+    assert entry["baseline"]["card_method"].startswith("extrapolated: 2 steps")  # 40 steps with CFG: not run whole
 
 
 def test_unknown_families_and_modes_are_refused_before_anything_runs(capsys):
@@ -51,6 +51,9 @@ def test_unknown_families_and_modes_are_refused_before_anything_runs(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--tiny", "--modes", "turbo"])
     assert "unknown mode(s) turbo" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # Qwen's scheduler makes a 1-step call's timestep NaN
+        bench.main(["--tiny", "--warmup-steps", "1"])
+    assert "must be 2 or more" in capsys.readouterr().err
 
 
 def test_the_family_table_shows_both_schedules_and_failed_modes(tmp_path):
