@@ -92,7 +92,15 @@ MODES = {
     "cache_static": dict(cache="dbcache:static-medium"),
     "fp8+cache_static": dict(fp8=True, cache="dbcache:static-medium"),
     "fp8+fp8_attention+cache_static": dict(fp8=True, fp8_attention=True, cache="dbcache:static-medium"),
+    # Added for H200 run 2026-12-04: what --fp8 --fp8-attention --compile-vae runs, the rewrites forced on.
+    "fp8+fused+fp8_attention": dict(fp8=True, fuse_gelu=True, split_proj_out=True, compile_vae=True,
+                                    fp8_attention=True),
     "cache": dict(cache="dbcache"),
+    # Issue 25: cuDNN's FP8 attention (per-tensor scales, smoothed K) against the Triton kernel's modes above. If it
+    # wins in the pipeline, it becomes --fp8-attention's kernel and the Triton kernel goes.
+    "fp8_attention_cudnn": dict(fp8_attention="cudnn"),
+    "fp8+fp8_attention_cudnn": dict(fp8=True, fp8_attention="cudnn"),
+    "fp8+fp8_attention_cudnn+cache_static": dict(fp8=True, fp8_attention="cudnn", cache="dbcache:static-medium"),
 }
 # Modes whose transformer runs under hooks (offloading, the caches): no separate step timing or profile.
 HOOKED = ("offload", "first_block_cache", "cache")
@@ -335,7 +343,7 @@ def fp8_attention_check(device: str, dtype: torch.dtype, tokens: int = 8704, hea
     """FP8 attention at FLUX's shape and layout: its relative L2 from bf16 SDPA, and the reference emulation's
     (the kernel must equal it up to float32 rounding); an unscaled FP8 cast's, for comparison; the same with
     per-channel outliers added to K (what smoothing is for); milliseconds of the kernel (quantization included) and
-    of cuDNN SDPA."""
+    of cuDNN SDPA. Then the same for cuDNN's FP8 attention (``cudnn_*``), where it can run."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
@@ -370,6 +378,30 @@ def fp8_attention_check(device: str, dtype: torch.dtype, tokens: int = 8704, hea
         for name, call in (("fp8_kernel", lambda: kernel_attention(q, k, v)), ("cudnn_sdpa", lambda: sdpa(q, k, v))):
             result[f"{name}_ms"] = ms = milliseconds(call, sync, repeats, warmups=3)
             result[f"{name}_tflops"] = round(flop / ms / 1e9, 1)
+        result.update(cudnn_fp8_attention_check(q, k, v, outliers, sdpa, sync, repeats, flop))
+    return result
+
+
+def cudnn_fp8_attention_check(q, k, v, outliers, sdpa, sync, repeats: int, flop: float) -> dict:
+    """cuDNN's FP8 attention at the same inputs: relative L2 from bf16 SDPA and from its torch reference (they round
+    P against different maxima, so they differ by rounding), with K outliers too; milliseconds of the kernel with the
+    quantization done eagerly around it, and compiled into one function with it (as inside a compiled block)."""
+    from dataflow.serving.diffusers.speed.fp8_attention import unavailable_reason
+    from dataflow.serving.diffusers.speed.fp8_attention_cudnn import cudnn_attention
+    from dataflow.serving.diffusers.speed.fp8_attention_math import tensorwise_reference_attention
+
+    reason = unavailable_reason(q.device, "cudnn")
+    if reason:
+        return {"cudnn_skipped": reason}
+    result: dict = {}
+    for name, keys in (("cudnn_", k), ("cudnn_k_outliers_", outliers)):
+        exact, got = sdpa(q, keys, v), cudnn_attention(q, keys, v)
+        result[f"{name}rel_l2_vs_sdpa"] = round(relative_l2(got, exact), 5)
+        result[f"{name}rel_l2_vs_reference"] = round(relative_l2(got, tensorwise_reference_attention(q, keys, v)), 5)
+    compiled = torch.compile(cudnn_attention, fullgraph=True)
+    for name, call in (("cudnn_eager", lambda: cudnn_attention(q, k, v)), ("cudnn_compiled", lambda: compiled(q, k, v))):
+        result[f"{name}_ms"] = ms = milliseconds(call, sync, repeats, warmups=3)
+        result[f"{name}_tflops"] = round(flop / ms / 1e9, 1)
     return result
 
 
@@ -458,9 +490,10 @@ class Bench:
                 unavailable_reason,
             )
 
-            reason = unavailable_reason(self.device)
+            kernel = Acceleration(fp8_attention=options["fp8_attention"]).fp8_attention_kernel
+            reason = unavailable_reason(self.device, kernel)
             if reason:
-                return {"skipped": f"fp8_attention: {reason}"}
+                return {"skipped": f"fp8_attention ({kernel}): {reason}"}
         if self.args.tiny and self.args.compile:
             options["compile"] = True
         pipe = self.fresh()

@@ -1,4 +1,5 @@
-"""Markdown tables for docs/performance.md from ``bench_kontext.py`` results (``benchmarks/results/*.json``).
+"""Markdown tables for docs/performance.md from ``bench_kontext.py`` and ``bench_families.py`` results
+(``benchmarks/results/*.json``).
 
     python benchmarks/results_table.py benchmarks/results/*.json
 
@@ -49,6 +50,50 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def is_families_result(result) -> bool:
+    """Whether ``result`` is a ``bench_families.py`` result (one table per family)."""
+    return isinstance(result, dict) and result.get("benchmark") == "bench_families" and "families" in result
+
+
+def family_tables(path: str) -> str:
+    """One Markdown table per family of a ``bench_families.py`` result."""
+    with open(path, encoding="utf-8") as handle:
+        result = json.load(handle)
+    parts = []
+    for key, family in result["families"].items():
+        lines = [f"**{os.path.basename(path)}, {family['title']}**: {result['device']}, torch {result['torch']}, "
+                 f"diffusers {result['diffusers']}, {result['resolution']}; card: {family['card_steps']} steps "
+                 f"{_guidance(family['card_guidance'])}, distilled: {family['distilled_steps']} steps "
+                 f"{_guidance(family['distilled_guidance'])}",
+                 "",
+                 "| mode | s/image card | speedup | s/image distilled | speedup | peak GiB | first call s | s/step "
+                 "| step rel. L2 vs baseline |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        base = family.get("baseline", {})
+        if "error" in base:
+            lines.append(f"| baseline (plain diffusers) | not measured: {base['error'].splitlines()[0][:60]} "
+                         "| | | | | | | |")
+        else:
+            lines.append(f"| baseline (plain diffusers) | {cell(base['s_per_image_card'])} | 1.00 | "
+                         f"{cell(base['s_per_image_distilled'])} | 1.00 | {cell(base['peak_mem_gib'])} | | "
+                         f"{cell(base.get('step_s'), 3)} | |")
+        for name, mode in family["modes"].items():
+            if "error" in mode or "skipped" in mode:
+                reason = mode.get("error") or mode.get("skipped")
+                lines.append(f"| {name} | not measured: {reason.splitlines()[0][:60]} | | | | | | | |")
+                continue
+            lines.append(f"| {name} | {cell(mode['s_per_image_card'])} | {cell(mode['speedup_card'])} | "
+                         f"{cell(mode['s_per_image_distilled'])} | {cell(mode['speedup_distilled'])} | "
+                         f"{cell(mode['peak_mem_gib'])} | {cell(mode['first_call_s'], 1)} | "
+                         f"{cell(mode.get('step_s'), 3)} | {cell(mode.get('step_rel_l2_vs_baseline'), 3)} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _guidance(guidance: dict) -> str:
+    return ", ".join(f"{name} {value}" for name, value in guidance.items())
+
+
 def main(argv: Optional[list] = None) -> None:
     paths = (argv if argv is not None else sys.argv[1:])
     if not paths:
@@ -56,10 +101,13 @@ def main(argv: Optional[list] = None) -> None:
     tables = []
     for path in paths:
         with open(path, encoding="utf-8") as handle:
-            if not is_kontext_result(json.load(handle)):
-                print(f"skipped {path}: not a bench_kontext.py result", file=sys.stderr)
-                continue
-        tables.append(table(path))
+            result = json.load(handle)
+        if is_families_result(result):
+            tables.append(family_tables(path))
+        elif is_kontext_result(result):
+            tables.append(table(path))
+        else:
+            print(f"skipped {path}: not a bench_kontext.py or bench_families.py result", file=sys.stderr)
     print("\n\n".join(tables))
 
 

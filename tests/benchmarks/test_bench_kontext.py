@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -12,6 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -97,6 +99,9 @@ def test_the_performance_page_holds_the_table_of_every_committed_gpu_run():
     for path in sorted(glob.glob(os.path.join(REPO, "benchmarks", "results", "*.json"))):
         with open(path, encoding="utf-8") as handle:
             result = json.load(handle)
+        if tables.is_families_result(result):  # bench_families.py: one table per family
+            assert tables.family_tables(path) in page, f"docs/performance.md lacks the tables of {path}"
+            continue
         if os.path.basename(path).startswith("driver-") or not tables.is_kontext_result(result):
             continue
         tabled.append(path)
@@ -117,9 +122,12 @@ def test_every_mode_the_gpu_script_runs_exists():
     import re
 
     script = open(os.path.join(REPO, "benchmarks", "gpu_check.sh"), encoding="utf-8").read()
-    listed = ",".join(re.findall(r"^modes=(?:\$modes,)?(\S+)$", script, re.M)).split(",")
-    assert "lossless" in listed and "fp8" in listed
+    listed = ",".join(re.findall(r"^\s*modes=(?:\$modes,)?(\S+)$", script, re.M)).split(",")
+    assert "lossless" in listed and "fp8" in listed and "fp8+fp8_attention_cudnn" in listed
     assert set(listed) <= set(load_bench().MODES)
+    families = ",".join(re.findall(r"--families (\S+)", script)).split(",")
+    assert "qwen-edit-2509" in families and "flux2-dev" in families
+    assert set(families) <= set(load_script("bench_families").FAMILIES)
 
 
 @pytest.mark.skipif(pytest.importorskip("torch").cuda.is_available(), reason="checks the refusal on a CPU machine")

@@ -9,7 +9,12 @@ images in one call. What is changed from plain diffusers:
 2. the VAE references are sized at the output area (diffusers: always ~1 MP; the same at the default 1024x1024).
    diffusers reads that area from a module constant (Plus) or a literal (Edit), so it is set for the duration of a
    call, under a lock; the VLM's view of each image (384x384 for Plus) is left as diffusers has it;
-3. the Qwen2.5-VL encoder runs once per distinct (instruction, images), and once per (negative prompt, images).
+3. the Qwen2.5-VL encoder runs once per distinct (instruction, images), and once per (negative prompt, images);
+4. the transformer gets no text mask when every prompt of the call has an all-ones mask, which a call of one prompt
+   always has: attention then takes the fast unmasked kernels (and FP8 attention, which takes unmasked calls only),
+   with the same result up to float rounding. diffusers 0.37 and newer drop such a mask themselves when encoding;
+   the versions before pass it on to the transformer. The mask still goes to the pipeline: some diffusers releases
+   turn true CFG off when the negative prompt's mask is missing (diffusers issue 13377).
 """
 
 from __future__ import annotations
@@ -111,6 +116,12 @@ class QwenImageEditFamily(Family):
         (row,) = rows
         _, _, out_w, out_h = key
         cfg = params["true_cfg_scale"] > 1
+        masks = [row.embeddings[1]] + ([row.negative[1]] if cfg else [])
+        unmasked = _without_text_mask(pipe.transformer) if all(_all_ones(m) for m in masks) else contextlib.nullcontext()
+        with unmasked:
+            return self._call(pipe, row, out_w, out_h, cfg, params)
+
+    def _call(self, pipe: Any, row: Row, out_w: int, out_h: int, cfg: bool, params: dict) -> list:
         output = pipe(
             image=row.references if self.plus else row.references[0],
             prompt_embeds=row.embeddings[0],
@@ -128,6 +139,31 @@ class QwenImageEditFamily(Family):
             max_sequence_length=params["max_sequence_length"],
         )
         return list(output.images)
+
+
+def _all_ones(mask: Any) -> bool:
+    """Whether a text mask lets every token through (None: diffusers dropped an all-ones mask already)."""
+    return mask is None or bool(mask.all())
+
+
+@contextlib.contextmanager
+def _without_text_mask(transformer: Any):
+    """For the duration of one pipeline call, the transformer is called without ``encoder_hidden_states_mask``.
+
+    Only for calls whose masks are all ones: such a mask changes nothing but which attention kernel runs (a masked
+    SDPA call takes a slower one, and FP8 attention leaves it exact).
+    """
+
+    def drop_mask(module, args, kwargs):
+        if kwargs.get("encoder_hidden_states_mask") is None:
+            return None
+        return args, dict(kwargs, encoder_hidden_states_mask=None)
+
+    handle = transformer.register_forward_pre_hook(drop_mask, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager

@@ -42,18 +42,19 @@ def check_applicable(options: Acceleration, device: str, family: Any = None) -> 
     name = getattr(family, "name", "FLUX-Kontext")
     shown = getattr(family, "display_name", name)
     if options.fp8_attention and name not in FP8_ATTENTION_FAMILIES:
-        raise InputError(f"fp8_attention takes the attention of {', '.join(FP8_ATTENTION_FAMILIES)}, not {shown} "
-                         "(its attention carries a padding mask, which the kernel does not take); run without "
-                         "--fp8-attention")
+        raise InputError(f"fp8_attention is wired and tested for {', '.join(FP8_ATTENTION_FAMILIES)}, not {shown}; "
+                         "run without --fp8-attention")
     if options.cache and name not in STEP_CACHE_FAMILIES:
         raise InputError(f"cache is wired and tested for {', '.join(STEP_CACHE_FAMILIES)} only, not {shown}; run "
                          "without --cache")
     if options.fp8_attention:
         from dataflow.serving.diffusers.speed.fp8_attention import unavailable_reason
 
-        reason = unavailable_reason(device)
+        kernel = options.fp8_attention_kernel
+        reason = unavailable_reason(device, kernel)
         if reason:
-            raise InputError(f"fp8_attention cannot run here: {reason}; run without --fp8-attention")
+            raise InputError(f"fp8_attention ({kernel} kernel) cannot run here: {reason}; run without "
+                             "--fp8-attention")
 
 
 def place_pipeline(pipe: Any, device: str, options: Acceleration) -> Any:
@@ -163,8 +164,8 @@ def accelerate(pipe: Any, device: str, options: Acceleration, family: Any = None
     if options.fp8_attention:
         from dataflow.serving.diffusers.speed.fp8_attention import use_fp8_attention
 
-        use_fp8_attention(transformer)
-        applied.append("fp8_attention")
+        use_fp8_attention(transformer, options.fp8_attention_kernel)
+        applied.append(f"fp8_attention ({options.fp8_attention_kernel})")
     plan = options.compile_plan(cuda)
     if plan is not None:
         scope = plan.pop("scope")

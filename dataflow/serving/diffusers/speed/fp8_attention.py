@@ -1,7 +1,15 @@
-"""FP8 attention with per-block scales and a smoothed K, in the manner of SageAttention2 (opt-in, lossy).
+"""FP8 attention with a smoothed K (opt-in, lossy), on one of two kernels.
 
-The algorithm, shared by the Triton kernel (``fp8_attention_kernel``) and the plain-torch reference
-(``fp8_attention_math``):
+- ``triton`` (the default of ``--fp8-attention``): this project's Triton kernel, per-block scales in the manner of
+  SageAttention2 (below). Accurate, but slower than the bf16 cuDNN attention it replaces (docs/performance.md).
+- ``cudnn``: cuDNN's fused FP8 SDPA through ``nvidia-cudnn-frontend`` (``fp8_attention_cudnn``): one scale per
+  tensor, Hopper and newer. Its kernel alone is faster than bf16 attention; it becomes the default once a committed
+  GPU run shows the whole pipeline faster with it than with the Triton kernel.
+
+Both have a plain-torch reference with every FP8 rounding emulated (``fp8_attention_math``: ``reference_attention``
+and ``tensorwise_reference_attention``), so that their numerics are checked on any machine.
+
+The blockwise algorithm of the Triton kernel (``fp8_attention_kernel``) and its reference:
 
 1. K is smoothed: its mean over the tokens of each head is subtracted. Every score of a query row changes by the
    same amount, which softmax ignores, and K's large per-channel offsets (the outliers that make one FP8 scale per
@@ -33,9 +41,12 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from dataflow.logger import get_logger
+from dataflow.serving.diffusers.speed import fp8_attention_cudnn
+from dataflow.serving.diffusers.speed.fp8_attention_cudnn import cudnn_attention
 from dataflow.serving.diffusers.speed.fp8_attention_math import (
     quantize_inputs,
     reference_attention,
+    tensorwise_reference_attention,
 )
 
 logger = get_logger()
@@ -44,8 +55,10 @@ HEAD_DIMS = (64, 128)  # head sizes the kernel is built for; other sizes keep ex
 MIN_CAPABILITY = (8, 9)  # FP8 tensor-core products
 
 
-def unavailable_reason(device: Any) -> Optional[str]:
-    """Why the FP8 attention kernel cannot run on ``device``, or None when it can."""
+def unavailable_reason(device: Any, implementation: str = "triton") -> Optional[str]:
+    """Why the FP8 attention ``implementation`` ("triton" or "cudnn") cannot run on ``device``, or None when it can."""
+    if implementation == "cudnn":
+        return fp8_attention_cudnn.unavailable_reason(device)
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available() or torch.version.hip is not None:
         return f"it needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9+), not {device}"
@@ -67,7 +80,13 @@ def kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: O
     return attention_from_fp8(*quantize_inputs(q, k, v, scale), out_dtype=q.dtype)
 
 
-IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {"triton": kernel_attention, "reference": reference_attention}
+# The kernels by name, and their plain-torch references (any device: slow, for checks).
+IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "triton": kernel_attention,
+    "cudnn": cudnn_attention,
+    "reference": reference_attention,
+    "tensorwise_reference": tensorwise_reference_attention,
+}
 
 
 def sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -112,8 +131,8 @@ class Fp8AttentionForward:
 
     Args:
         forward: the transformer's forward, as it was.
-        implementation: "triton" (the kernel; CUDA, FP8 GPUs) or "reference" (the plain-torch emulation, any
-            device: slow, for checks).
+        implementation: "triton" (the Triton kernel; FP8 GPUs), "cudnn" (cuDNN's FP8 SDPA; Hopper and newer), or
+            their plain-torch emulations "reference" and "tensorwise_reference" (any device: slow, for checks).
         accepts: which SDPA calls to take (by their arguments); the others stay exact.
     """
 

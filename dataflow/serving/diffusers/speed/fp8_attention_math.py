@@ -108,3 +108,79 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         row_max = new_max
     out = acc * inputs.v_scale[..., None, :] / (row_sum[..., None] * P_SCALE)
     return out.to(q.dtype)
+
+
+# -- The per-tensor variant, as cuDNN's FP8 attention computes it (``fp8_attention_cudnn``) ------------------------
+# One scale per tensor for Q, K and V (cuDNN's FP8 SDPA takes scalar descales), K smoothed first as above, P
+# quantized with the fixed scale 448 as above, and the output itself in FP8 (Hopper's kernels write FP8 only), scaled
+# by 448 / max|V|: each output row is a convex combination of V's rows, so it never exceeds V's largest magnitude.
+
+
+class TensorwiseInputs(NamedTuple):
+    """Attention inputs in FP8 with one scale each, as cuDNN's ``sdpa_fp8`` takes them.
+
+    ``q``, ``k``, ``v`` are FP8 e4m3 in the (batch, heads, tokens, head_dim) shape and layout they came in; the
+    descales (what multiplies an FP8 value back to its real one) and the output's scale are (1, 1, 1, 1) float32.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    descale_q: torch.Tensor
+    descale_k: torch.Tensor
+    descale_v: torch.Tensor
+    scale_o: torch.Tensor
+
+
+def tensor_scale(x: torch.Tensor) -> torch.Tensor:
+    """448 over ``x``'s largest magnitude, as a (1, 1, 1, 1) float32 tensor: ``x * scale`` spans the FP8 range."""
+    return (FP8_MAX / x.abs().amax().float().clamp(min=1e-12)).reshape(1, 1, 1, 1)
+
+
+def quantize_tensorwise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> TensorwiseInputs:
+    """Smooth K (subtract its mean over the tokens of each head), then quantize Q, K and V with one scale each.
+
+    Plain tensor operations, so that ``torch.compile`` fuses them into the block around the attention call.
+    """
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    k32 = k32 - k32.mean(dim=-2, keepdim=True)
+    scales = [tensor_scale(t) for t in (q32, k32, v32)]
+    q8, k8, v8 = (to_fp8(t, 1.0 / s) for t, s in zip((q32, k32, v32), scales))
+    return TensorwiseInputs(q=q8, k=k8, v=v8, descale_q=1.0 / scales[0], descale_k=1.0 / scales[1],
+                            descale_v=1.0 / scales[2], scale_o=scales[2])
+
+
+def tensorwise_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, descale_q: torch.Tensor,
+                    descale_k: torch.Tensor, descale_v: torch.Tensor, scale_o: torch.Tensor,
+                    softmax_scale: float) -> torch.Tensor:
+    """What cuDNN's FP8 SDPA computes from FP8 inputs, FP8 roundings emulated: the FP8 output, (batch, heads,
+    tokens, head_dim).
+
+    Q·Kᵀ is exact in float32 (FP8 products accumulate in float32), then descaled; the softmax uses each row's
+    maximum; P in [0, 1] is rounded to FP8 at the scale 448 (cuDNN's ``scale_s``), and the row sum taken before that
+    rounding; the output is rounded to FP8 at ``scale_o``. cuDNN visits keys in tiles with a running maximum, so on
+    a GPU P is rounded against a tile's maximum instead of the row's: the two differ by rounding only.
+    """
+    scores = (q.float() @ k.float().transpose(-1, -2)) * (descale_q * descale_k * softmax_scale)
+    p = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    row_sum = p.sum(dim=-1, keepdim=True)
+    p_fp8 = (p * P_SCALE).to(FP8).float()
+    out = (p_fp8 @ v.float()) * (descale_v / P_SCALE) / row_sum
+    return to_fp8(out, 1.0 / scale_o)
+
+
+def dequantize_output(out_fp8: torch.Tensor, scale_o: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The FP8 output back in ``dtype``."""
+    return (out_fp8.float() / scale_o).to(dtype)
+
+
+def tensorwise_reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   scale: Optional[float] = None) -> torch.Tensor:
+    """The per-tensor algorithm of cuDNN's FP8 attention in plain torch, every FP8 rounding emulated, on any device.
+
+    ``q``, ``k``, ``v`` are (batch, heads, tokens, head_dim); returns the same shape in ``q``'s dtype.
+    """
+    softmax_scale = q.shape[-1] ** -0.5 if scale is None else scale
+    inputs = quantize_tensorwise(q, k, v)
+    out = tensorwise_core(*inputs, softmax_scale=softmax_scale)
+    return dequantize_output(out, inputs.scale_o, q.dtype)

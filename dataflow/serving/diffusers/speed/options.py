@@ -2,8 +2,8 @@
 
 Which options apply depends on the model family (``dataflow.serving.diffusers``): the FLUX.1 block rewrites (split
 output projection, fused GELU) only to FLUX.1 Kontext, fused QKV to the FLUX families, FP8 linears, the attention
-backend, regional compilation, the first-block cache and offloading to every family; FP8 attention to the FLUX
-families, cache-dit's step cache to FLUX.1 Kontext. An option that does not apply is skipped with a log line,
+backend, regional compilation, the first-block cache and offloading to every family; FP8 attention to FLUX.1 Kontext,
+FLUX.2 and Qwen-Image-Edit, cache-dit's step cache to FLUX.1 Kontext. An option that does not apply is skipped with a log line,
 except the lossy ones asked for where they cannot run (FP8 attention off an FP8 GPU, the step cache on another
 family): those are refused, so that a run's fingerprint never claims an option that was not applied.
 
@@ -40,14 +40,18 @@ logger = get_logger()
 OFFLOAD_MODES = ("model", "group")
 FP8_SCALINGS = ("tensorwise", "rowwise")
 DEFAULT_FP8_SCALING = "rowwise"  # faster and more accurate than tensorwise in the committed runs (performance.md)
+FP8_ATTENTION_KERNELS = ("triton", "cudnn")
+# The Triton kernel stays the default until a committed GPU run shows the whole pipeline faster on cuDNN's (whose
+# kernel alone measured faster, performance.md); then the Triton kernel goes.
+DEFAULT_FP8_ATTENTION_KERNEL = "triton"
 # Inductor options for ``tune_kernels``: benchmark neighbouring launch configurations of each generated kernel.
 KERNEL_TUNING = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
 # The families cache-dit's step cache is wired and tested for: FLUX.1 Kontext makes one transformer call per step.
 # Qwen-Image-Edit's true CFG makes two, which cache-dit would have to count apart (its enable_separate_cfg).
 STEP_CACHE_FAMILIES = ("FLUX-Kontext",)
-# The families whose attention FP8 attention takes: Qwen-Image-Edit's joint attention carries the text padding mask,
-# which the kernel does not take, so there the option would change nothing.
-FP8_ATTENTION_FAMILIES = ("FLUX-Kontext", "FLUX.2")
+# The families whose attention FP8 attention is wired and tested for: their transformer calls SDPA without a mask
+# (Qwen-Image-Edit since its one-prompt calls drop the all-ones text mask).
+FP8_ATTENTION_FAMILIES = ("FLUX-Kontext", "FLUX.2", "Qwen-Image-Edit")
 # Attention backends that end in torch's scaled_dot_product_attention, the call FP8 attention replaces.
 SDPA_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
 
@@ -77,8 +81,9 @@ class Acceleration:
             default scaling, or "tensorwise" / "rowwise" (one scale per token and output channel).
         first_block_cache: diffusers' first-block cache threshold, e.g. 0.08 (lossy; None: off). Steps whose
             first-block residual changes less than this skip the remaining blocks.
-        fp8_attention: attention in FP8 with per-block scales and a smoothed K (``fp8_attention``; lossy; NVIDIA
-            GPUs of compute capability 8.9+, refused elsewhere).
+        fp8_attention: attention in FP8 with a smoothed K (``fp8_attention``; lossy): True for the default kernel,
+            or "triton" (per-block scales; NVIDIA GPUs of compute capability 8.9+) or "cudnn" (cuDNN's FP8 SDPA, one
+            scale per tensor; compute capability 9.0+ and nvidia-cudnn-frontend). Refused where it cannot run.
         cache: cache-dit's DBCache, "dbcache" or "dbcache:PRESET" (``step_cache.PRESETS``; lossy; needs
             cache-dit; None: off).
         offload: "model" (``enable_model_cpu_offload``) or "group" (block-level group offload with a CUDA stream)
@@ -96,7 +101,7 @@ class Acceleration:
     fp8: Union[bool, str] = False
     first_block_cache: Optional[float] = None
     offload: Optional[str] = None
-    fp8_attention: bool = False
+    fp8_attention: Union[bool, str] = False
     cache: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -108,7 +113,11 @@ class Acceleration:
             object.__setattr__(self, "fp8", bool(self.fp8))  # 0 and 1 pass the check above
         if self.first_block_cache is not None and not 0 < self.first_block_cache < 1:
             raise InputError(f"first_block_cache is a threshold in (0, 1), got {self.first_block_cache!r}")
-        object.__setattr__(self, "fp8_attention", bool(self.fp8_attention))
+        if self.fp8_attention not in (False, True, *FP8_ATTENTION_KERNELS):
+            raise InputError(f"fp8_attention must be True, False or one of {', '.join(FP8_ATTENTION_KERNELS)}, got "
+                             f"{self.fp8_attention!r}")
+        if not isinstance(self.fp8_attention, str):
+            object.__setattr__(self, "fp8_attention", bool(self.fp8_attention))
         if self.cache is not None:
             self._check_cache()
         if self.fp8_attention and self.attention_backend not in (None, *SDPA_BACKENDS):
@@ -140,17 +149,19 @@ class Acceleration:
         return cls(fp8=args.fp8_scaling or args.fp8, first_block_cache=args.first_block_cache, offload=args.offload,
                    compile=False if args.no_compile else None, tune_kernels=args.tune_kernels,
                    fuse_gelu=args.fuse_gelu, split_proj_out=args.split_proj_out, cuda_graphs=args.cuda_graphs,
-                   compile_vae=args.compile_vae, fp8_attention=args.fp8_attention, cache=args.cache)
+                   compile_vae=args.compile_vae, fp8_attention=args.fp8_attention_kernel or args.fp8_attention,
+                   cache=args.cache)
 
     def lossy(self) -> dict:
         """The options that change output pixels beyond float rounding; they belong in a run's fingerprint.
 
         FP8 attention and the step cache appear only when on, so that runs made before they existed keep their
-        fingerprint and resume. The cache is recorded with the settings its preset stands for.
+        fingerprint and resume: FP8 attention as True on the Triton kernel (as before cuDNN's existed), else by its
+        kernel's name. The cache is recorded with the settings its preset stands for.
         """
         lossy: dict = {"fp8": self.fp8_scaling or False, "first_block_cache": self.first_block_cache}
-        if self.fp8_attention:
-            lossy["fp8_attention"] = True
+        if self.fp8_attention_kernel:
+            lossy["fp8_attention"] = True if self.fp8_attention_kernel == "triton" else self.fp8_attention_kernel
         if self.cache:
             lossy["cache"] = describe_cache(self.cache)
         return lossy
@@ -161,6 +172,13 @@ class Acceleration:
         if self.fp8 is False:
             return None
         return DEFAULT_FP8_SCALING if self.fp8 is True else self.fp8
+
+    @property
+    def fp8_attention_kernel(self) -> Optional[str]:
+        """The FP8 attention kernel in use ("triton" or "cudnn"), or None when attention stays in bf16."""
+        if self.fp8_attention is False:
+            return None
+        return DEFAULT_FP8_ATTENTION_KERNEL if self.fp8_attention is True else self.fp8_attention
 
     def rewrites(self, cuda: bool) -> dict:
         """Which layer rewrites apply: the fused QKV projections (default: on CUDA), the split output projection
@@ -200,7 +218,10 @@ def add_acceleration_flags(parser: Any, separator: str = "-") -> None:
     add("first_block_cache", type=float, default=None, metavar="T",
         help="skip the remaining blocks when the first block's residual changes less than T, e.g. 0.08 (lossy)")
     add("fp8_attention", action="store_true",
-        help="attention in FP8 with per-block scales and a smoothed K (lossy; NVIDIA GPUs of compute capability 8.9+)")
+        help="attention in FP8 with a smoothed K (lossy; NVIDIA GPUs of compute capability 8.9+)")
+    add("fp8_attention_kernel", choices=FP8_ATTENTION_KERNELS, default=None,
+        help="which FP8 attention: triton (per-block scales, the default) or cudnn (cuDNN's FP8 SDPA, Hopper+, needs "
+             f"nvidia-cudnn-frontend); implies {flag_name('fp8_attention', separator)}")
     add("cache", default=None, metavar="dbcache[:PRESET]",
         help=f"cache-dit's DBCache step cache (lossy; needs cache-dit); PRESET: {', '.join(CACHE_PRESETS)} "
              "(default balanced; static-*: a fixed schedule)")

@@ -162,25 +162,125 @@ def test_the_option_is_refused_without_an_fp8_gpu(tiny_model_dir):
 
     serving = FluxKontextServing(tiny_model_dir, num_inference_steps=2, height=64, width=64, max_sequence_length=32,
                                  acceleration=Acceleration(fp8_attention=True))
-    with pytest.raises(InputError, match="fp8_attention cannot run here: it needs an NVIDIA GPU with FP8"):
+    with pytest.raises(InputError, match=r"fp8_attention \(triton kernel\) cannot run here: it needs an NVIDIA GPU "
+                                         "with FP8"):
         serving.load()
 
 
-def test_the_option_is_refused_for_a_family_whose_attention_it_does_not_take():
-    from types import SimpleNamespace
+# -- cuDNN's FP8 attention: one scale per tensor, smoothed K, FP8 output ------------------------------------------
+# The bound for the per-tensor algorithm, as for the blockwise one above. Measured here: 0.057-0.060 (0.060 on the
+# H200 for cuDNN's kernel at FLUX.1 Kontext's shape, docs/performance.md).
+TENSORWISE_ERROR_BOUND = 0.075
 
-    from dataflow.serving.diffusers.speed.apply import check_applicable
 
-    qwen = SimpleNamespace(name="Qwen-Image-Edit", display_name="Qwen-Image-Edit")
-    with pytest.raises(InputError, match="takes the attention of FLUX-Kontext, FLUX.2, not Qwen-Image-Edit"):
-        check_applicable(Acceleration(fp8_attention=True), "cuda", qwen)
+@pytest.mark.parametrize("tokens, head_dim", [(300, 64), (200, 128), (129, 64)])
+def test_per_tensor_fp8_attention_stays_within_its_bound_of_exact_attention(tokens, head_dim):
+    q, k, v = inputs(tokens, head_dim)
+    got = fp8_attention_math.tensorwise_reference_attention(q, k, v)
+    assert got.shape == q.shape and got.dtype == q.dtype
+    error = relative_l2(got, F.scaled_dot_product_attention(q, k, v))
+    assert 0 < error < TENSORWISE_ERROR_BOUND
+
+
+def unsmoothed_tensorwise_attention(q, k, v):
+    """The per-tensor algorithm without K's smoothing: what cuDNN's kernel gives on K as it comes."""
+    scales = [fp8_attention_math.tensor_scale(t) for t in (q, k, v)]
+    fp8 = [fp8_attention_math.to_fp8(t, 1 / s) for t, s in zip((q, k, v), scales)]
+    out = fp8_attention_math.tensorwise_core(*fp8, *(1 / s for s in scales), scales[2], q.shape[-1] ** -0.5)
+    return fp8_attention_math.dequantize_output(out, scales[2], q.dtype)
+
+
+@pytest.mark.parametrize("k_bias", [8.0, 50.0])
+def test_smoothing_makes_one_k_scale_per_tensor_robust_to_outliers(k_bias):
+    """One scale for all of K: a per-channel offset eats its FP8 range (measured on the H200: 0.22 relative L2 at 8x
+    K's spread). Smoothed, the error stays at the level of inputs without outliers."""
+    q, k, v = inputs(k_bias=k_bias)
+    exact = F.scaled_dot_product_attention(q, k, v)
+    smoothed = relative_l2(fp8_attention_math.tensorwise_reference_attention(q, k, v), exact)
+    unsmoothed = relative_l2(unsmoothed_tensorwise_attention(q, k, v), exact)
+    assert smoothed < TENSORWISE_ERROR_BOUND and unsmoothed > 2.5 * smoothed
+
+
+def test_the_output_scale_keeps_the_fp8_output_in_range_when_one_value_dominates():
+    """The output is rounded to FP8 at 448 / max|V|: attention concentrated on one huge value still fits."""
+    q, k, v = inputs(tokens=130, head_dim=64)
+    v[..., 7, :] = 1e3
+    k[..., 7, :] = 5 * q.mean(dim=-2)  # every query attends mostly to token 7
+    got = fp8_attention_math.tensorwise_reference_attention(q, k, v)
+    assert torch.isfinite(got).all()
+    assert relative_l2(got, F.scaled_dot_product_attention(q, k, v)) < TENSORWISE_ERROR_BOUND
+
+
+def test_the_cudnn_path_computes_the_per_tensor_reference_around_one_op():
+    """The torch code around the op (smoothing, scales, casts, dequantization) is the reference's; on the CPU the
+    op computes the kernel's part emulated, so the whole path equals the reference."""
+    from dataflow.serving.diffusers.speed.fp8_attention_cudnn import cudnn_attention
+
+    q, k, v = (t.bfloat16() for t in inputs(tokens=200, head_dim=128))
+    got = cudnn_attention(q, k, v)
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    assert torch.equal(got, fp8_attention_math.tensorwise_reference_attention(q, k, v))
+    assert torch.equal(fp8_attention.IMPLEMENTATIONS["cudnn"](q, k, v, 0.1),
+                       fp8_attention_math.tensorwise_reference_attention(q, k, v, 0.1))
+
+
+def test_torch_compile_traces_the_quantization_and_keeps_the_cudnn_op_opaque():
+    """One graph (fullgraph): the smoothing and scale computation are traced ops around one call of the custom op,
+    which compilation does not look into (on a GPU it is cuDNN's kernel, which it could not trace)."""
+    from dataflow.serving.diffusers.speed.fp8_attention_cudnn import cudnn_attention
+
+    graphs = []
+
+    def recorder(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    q, k, v = (t.bfloat16() for t in inputs(tokens=64, head_dim=64))
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(cudnn_attention, backend=recorder, fullgraph=True)
+        assert torch.equal(compiled(q, k, v), cudnn_attention(q, k, v))
+    finally:
+        torch._dynamo.reset()
+    (graph,) = graphs
+    targets = [str(node.target) for node in graph.graph.nodes if node.op in ("call_function", "call_method")]
+    assert sum(t.startswith("dataflow.cudnn_fp8_attention") for t in targets) == 1, targets
+    assert any("mean" in t for t in targets) and any("amax" in t for t in targets), targets
+
+
+def test_cudnn_fp8_attention_is_refused_off_hopper_with_the_reason():
+    from dataflow.serving.diffusers.speed import fp8_attention_cudnn
+
+    if not torch.cuda.is_available():
+        assert "compute capability 9.0+ (Hopper, Blackwell), not cpu" in fp8_attention.unavailable_reason("cpu", "cudnn")
+
+
+def test_a_missing_cudnn_frontend_is_refused_with_the_install_command(monkeypatch):
+    from dataflow.serving.diffusers.speed import fp8_attention_cudnn
+
+    monkeypatch.setitem(sys.modules, "cudnn", None)  # import cudnn raises ImportError
+    assert fp8_attention_cudnn.frontend_missing() == ("it runs through NVIDIA's cuDNN frontend, which is not "
+                                                      "installed (pip install nvidia-cudnn-frontend==1.16.0)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a Hopper GPU")
+def test_the_cudnn_kernel_is_refused_before_the_model_is_placed(tiny_model_dir):
+    from dataflow.serving.diffusers.kontext_serving import FluxKontextServing
+
+    serving = FluxKontextServing(tiny_model_dir, num_inference_steps=2, height=64, width=64, max_sequence_length=32,
+                                 acceleration=Acceleration(fp8_attention="cudnn"))
+    with pytest.raises(InputError, match=r"fp8_attention \(cudnn kernel\) cannot run here: cuDNN's FP8 attention "
+                                         r"needs an NVIDIA GPU of compute capability 9.0\+"):
+        serving.load()
+    assert serving.pipe is None
 
 
 @pytest.mark.slow
-def test_fp8_attention_runs_inside_the_compiled_blocks(tiny_model_dir):
+@pytest.mark.parametrize("implementation", ["reference", "cudnn"])
+def test_fp8_attention_runs_inside_the_compiled_blocks(tiny_model_dir, implementation):
     """Regional compilation with fullgraph=True traces the attention mode inside every block, with what runs by
-    default on CUDA (fused QKV, the split projection, the cuDNN backend) and FP8 linears (the reference attention
-    here; on a GPU the kernel is one custom op there)."""
+    default on CUDA (fused QKV, the split projection, the cuDNN backend) and FP8 linears: the blockwise reference,
+    and the cuDNN path (its custom op, emulated on the CPU, inside the compiled blocks)."""
     from PIL import Image
 
     from dataflow.core.request import EditRequest
@@ -196,10 +296,19 @@ def test_fp8_attention_runs_inside_the_compiled_blocks(tiny_model_dir):
         serving.load()
         try:
             if fp8:
-                fp8_attention.use_fp8_attention(serving.pipe.transformer, "reference", accepts=plain_attention)
+                fp8_attention.use_fp8_attention(serving.pipe.transformer, implementation, accepts=plain_attention)
             (result,) = serving.edit([EditRequest("row", image, "make it red")])
         finally:  # set_attention_backend also sets diffusers' process-wide default: give the CPU back its own
             serving.pipe.transformer.set_attention_backend("native")
         results.append(np.asarray(result.images[0], dtype=np.float64) / 255)
     exact, fp8 = results
     assert not np.array_equal(fp8, exact) and np.abs(fp8 - exact).mean() < 0.05
+
+
+def test_the_cudnn_ops_fake_kernel_matches_what_it_computes():
+    """torch.compile plans memory from the fake kernel: shapes, dtype and layout must be the real ones."""
+    from dataflow.serving.diffusers.speed.fp8_attention_math import quantize_tensorwise
+
+    q, k, v = (t.bfloat16().transpose(1, 2).contiguous().transpose(1, 2) for t in inputs(tokens=96, head_dim=64))
+    torch.library.opcheck(torch.ops.dataflow.cudnn_fp8_attention.default, (*quantize_tensorwise(q, k, v), 0.125),
+                          test_utils="test_faketensor")

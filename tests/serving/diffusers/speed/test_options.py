@@ -304,3 +304,23 @@ def test_fp8_attention_needs_a_backend_that_calls_torch_attention():
     with pytest.raises(InputError, match="attention_backend='flash' does not call"):
         Acceleration(fp8_attention=True, attention_backend="flash")
     assert Acceleration(fp8_attention=True, attention_backend="_native_cudnn").fp8_attention
+
+
+def test_the_fp8_attention_kernel_is_chosen_by_name_and_recorded_in_the_fingerprint():
+    """``--fp8-attention`` keeps the fingerprint it always had (the Triton kernel); cuDNN's kernel rounds
+    differently, so a run on it is recorded by name and never resumes into a run of the other."""
+    import argparse
+
+    from dataflow.serving.diffusers.speed.options import add_acceleration_flags
+
+    for separator in "-_":
+        parser = argparse.ArgumentParser()
+        add_acceleration_flags(parser, separator)
+        chosen = Acceleration.from_flags(parser.parse_args([f"--fp8{separator}attention{separator}kernel", "cudnn"]))
+        default = Acceleration.from_flags(parser.parse_args([f"--fp8{separator}attention"]))
+        assert (chosen.fp8_attention_kernel, default.fp8_attention_kernel) == ("cudnn", "triton")
+        assert chosen.lossy()["fp8_attention"] == "cudnn" and default.lossy()["fp8_attention"] is True
+    assert Acceleration(fp8_attention="triton").lossy() == Acceleration(fp8_attention=True).lossy()
+    assert Acceleration().fp8_attention_kernel is None
+    with pytest.raises(InputError, match="fp8_attention must be True, False or one of triton, cudnn, got 'flash'"):
+        Acceleration(fp8_attention="flash")
