@@ -99,8 +99,9 @@ class InstructionServer(LoopbackServer):
         problems = []
         if self.key and self.key.encode() in raw:
             problems.append("the key is in the body")
-        if body.get("model") != MODEL or not body.get("max_tokens"):
-            problems.append(f"bad parameters: model {body.get('model')!r}, max_tokens {body.get('max_tokens')!r}")
+        if body.get("model") != MODEL or not body.get("max_completion_tokens") or "max_tokens" in body:
+            problems.append(f"bad parameters: model {body.get('model')!r}, max_completion_tokens "
+                            f"{body.get('max_completion_tokens')!r}, max_tokens {body.get('max_tokens')!r}")
         messages = body.get("messages") or [{}]
         parts = messages[0].get("content") if len(messages) == 1 else None
         kinds = [p.get("type") for p in parts] if isinstance(parts, list) else None

@@ -1,6 +1,7 @@
 """``APIWriter``: instructions from a VLM behind any OpenAI-compatible ``POST {base}/chat/completions`` (vLLM,
-SGLang, a cloud model), one request per image, through the shared HTTP layer (retries with backoff and
-``Retry-After``, requests in flight, keys never shown), as the API judge sends its requests.
+SGLang, a cloud model), one request per image, through ``ChatAPI`` (``operators/core_vision/chat_api.py``), as the
+API judge sends its requests: the same token field, refusals, retries with backoff and ``Retry-After``, requests in
+flight, and keys never shown.
 
 The engine runs up to ``concurrency`` (``max_concurrency``) ``write`` calls at once from threads; ``write`` is
 thread-safe: the client is shared and the counters sit behind a lock.
@@ -10,26 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from dataflow.core.errors import InputError, ModelLoadError, ServiceError
+from dataflow.core.errors import InputError
 from dataflow.core.validation import check_positive_int
-from dataflow.http import (
-    HTTPClient,
-    NotFound,
-    RequestFailed,
-    RetryPolicy,
-    SharedClient,
-    Unauthorized,
-    json_or_none,
-    redact,
-)
-from dataflow.http.options import check_extra_body, check_seconds
-from dataflow.operators.core_vision.eval.metrics.api_judge import (
-    ENDPOINT,
-    KEY_VARIABLE,
-    answer_text,
-    chat_base_url,
-    data_url,
-)
+from dataflow.http import RequestFailed, redact
+from dataflow.operators.core_vision.chat_api import ChatAPI, answer_text, image_part, refusal_text
 from dataflow.operators.core_vision.generate.instructions.prompts import (
     AnswerError,
     generate_prompt,
@@ -38,7 +23,6 @@ from dataflow.operators.core_vision.generate.instructions.prompts import (
 )
 from dataflow.operators.core_vision.generate.instructions.writer import InstructionAsk, ModelWriter
 
-RESERVED_FIELDS = frozenset({"model", "messages", "temperature", "max_tokens"})
 MAX_IMAGE_SIDE = 1024
 
 
@@ -70,8 +54,11 @@ class APIWriter(ModelWriter):
         api_key: sent as ``Authorization: Bearer``; none when empty (self-hosted servers). The CLI reads it from
             ``DF_API_KEY``.
         max_concurrency: requests in flight at once.
-        temperature: sampling temperature (some variety between images helps a dataset).
-        max_tokens: the longest answer.
+        temperature: sampling temperature (some variety between images helps a dataset); None: not sent
+            (reasoning models take no other than their default).
+        max_tokens: the longest answer, reasoning included.
+        token_field: ``max_completion_tokens`` (OpenAI's current name, which vLLM and SGLang take too) or
+            ``max_tokens`` (for a server that knows only the old name).
         max_image_side: the image is shrunk to this longer side before sending.
         max_retries, timeout, connect_timeout, retry_delay: as for the API judge and ``APIEditServing``.
         extra_body: more JSON fields for the request (``top_p``, ``response_format`` ...).
@@ -80,30 +67,24 @@ class APIWriter(ModelWriter):
     backend = "api"
 
     def __init__(self, api_url: str, model: str, api_key: Optional[str] = None, *, max_concurrency: int = 8,
-                 temperature: float = 0.7, max_tokens: int = 1024, max_image_side: int = MAX_IMAGE_SIDE,
+                 temperature: Optional[float] = 0.7, max_tokens: int = 1024,
+                 token_field: str = "max_completion_tokens", max_image_side: int = MAX_IMAGE_SIDE,
                  max_retries: int = 5, timeout: float = 300, connect_timeout: float = 30, retry_delay: float = 1.0,
                  extra_body: Optional[dict] = None):
         if not isinstance(api_url, str) or not api_url.strip():
             raise InputError("the api backend needs the API's URL (--api-url, or DF_BASE_URL)")
         if not isinstance(model, str) or not model.strip():
             raise InputError(f"the api backend needs the model name its server knows (--model), got {model!r}")
-        check_positive_int(max_concurrency=max_concurrency, max_tokens=max_tokens, max_image_side=max_image_side)
-        check_seconds(timeout=timeout, connect_timeout=connect_timeout)
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise InputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
-            raise InputError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
-            raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
-        self.api_url = chat_base_url(api_url)
-        self.model = model
-        self.concurrency = max_concurrency
-        self.temperature = float(temperature)
-        self.max_tokens = max_tokens
+        check_positive_int(max_image_side=max_image_side)
+        self.chat = ChatAPI(api_url, model, api_key, who="the instruction model", max_concurrency=max_concurrency,
+                            max_tokens=max_tokens, token_field=token_field, temperature=temperature,
+                            max_retries=max_retries, timeout=timeout, connect_timeout=connect_timeout,
+                            retry_delay=retry_delay, extra_body=extra_body)
+        self.api_url, self.model, self.concurrency = self.chat.api_url, model, max_concurrency
+        self.temperature, self.max_tokens = temperature, max_tokens
         self.max_image_side = max_image_side
-        self.extra_body = check_extra_body(extra_body, RESERVED_FIELDS)
-        self._http = SharedClient(api_key, timeout, connect_timeout, max_concurrency,
-                                  RetryPolicy(max_retries=max_retries, base_delay=float(retry_delay)))
+        self.extra_body = self.chat.extra_body
+        self._http = self.chat.http
 
     def __repr__(self) -> str:
         return f"APIWriter(api_url={self.api_url!r}, model={self.model!r}, max_concurrency={self.concurrency})"
@@ -123,35 +104,21 @@ class APIWriter(ModelWriter):
 
     def check(self) -> Optional[str]:
         """Reach the server and check the key without asking anything (``GET {base}/models``); a note back."""
-        checker = self._http.checker()
-        try:
-            payload = json_or_none(self._send(checker, "GET", f"{self.api_url}/models"))
-        except RequestFailed as exc:
-            raise ModelLoadError(f"the instruction API check failed: {exc}") from None
-        finally:
-            checker.close()
-        listed = [m.get("id") for m in payload.get("data", []) if isinstance(m, dict)] \
-            if isinstance(payload, dict) and isinstance(payload.get("data"), list) else []
-        if listed and self.model not in listed:
-            return f"{self.api_url} answers, but lists no model {self.model!r}"
-        return f"{self.api_url} answers"
+        return self.chat.check()
 
     def answer(self, asks: Sequence[InstructionAsk]) -> list:
         return [self.answer_one(ask) for ask in asks]
 
     def answer_one(self, ask: InstructionAsk) -> Any:
         """The model's answer text, or an ``AnswerError`` (retries exhausted, an answer without text)."""
-        body = {"model": self.model, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": data_url(shrunk(ask.image, self.max_image_side))}},
-            {"type": "text", "text": prompt_for(ask)},
-        ]}], "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}
+        parts = [image_part(shrunk(ask.image, self.max_image_side)), {"type": "text", "text": prompt_for(ask)}]
         try:
-            response = self._send(self._http.get(), "POST", self.api_url + ENDPOINT, body)
+            payload, response = self.chat.ask(parts)
         except RequestFailed as exc:  # retries exhausted, or a 4xx for this request alone
             return AnswerError(str(exc))
-        payload = json_or_none(response)
-        if isinstance(payload, dict):
-            self._http.counters.add_usage(payload.get("usage"))
+        refusal = refusal_text(payload)
+        if refusal:
+            return AnswerError(f"the instruction model refused: {redact(refusal, (self._http.key,))}")
         text = answer_text(payload)
         if text is None:
             shown = redact(" ".join(response.text.split())[:200], (self._http.key,))
@@ -164,16 +131,3 @@ class APIWriter(ModelWriter):
             if draft.error:
                 self._http.counters.add("unparsed")
         return drafts
-
-    def _send(self, client: HTTPClient, method: str, url: str, body: Any = None) -> Any:
-        """Send with the key's header; 401/403/404 become a ``ServiceError`` that says what to check."""
-        headers = {"Authorization": f"Bearer {self._http.key.reveal()}"} if self._http.key else {}
-        try:
-            return client.request(method, url, headers=headers, json=body)
-        except Unauthorized as exc:
-            hint = (f"the API key was refused; check {KEY_VARIABLE}" if self._http.key
-                    else f"no API key was given; set {KEY_VARIABLE}")
-            raise ServiceError(f"{exc} ({hint})") from None
-        except NotFound as exc:
-            raise ServiceError(f"{exc} (check the model name {self.model!r} and the API URL "
-                               f"{self.api_url!r})") from None
