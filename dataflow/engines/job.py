@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
+from dataflow.core.errors import ModelLoadError
 from dataflow.core.serving import ImageEditServing
 from dataflow.io.image_io import ImageIO
+from dataflow.io.model_source import UNKNOWN_LICENSE, license_label
 
 if TYPE_CHECKING:
     from dataflow.engines.records import RecordStore
@@ -54,6 +56,20 @@ class EditJob:
     def error_key(self) -> str:
         return f"{self.output_key}_error"
 
+    @property
+    def license_key(self) -> str:
+        return f"{self.output_key}_license"
+
+    def model_license(self) -> Optional[str]:
+        """The licence of the model that made the images (servings with a ``model_info``), or None."""
+        info = getattr(self.serving, "model_info", None)
+        if info is None or not self.writes_files:
+            return None
+        try:
+            return license_label(info())
+        except ModelLoadError:  # the folder cannot be read now: say unknown, never guess
+            return UNKNOWN_LICENSE
+
     def iter_rows(self) -> Iterator[dict]:
         return iter(self.rows)
 
@@ -63,16 +79,21 @@ class EditJob:
         return numbered() if numbered is not None else ((None, row) for row in self.rows)
 
     def output_rows(self, records: "RecordStore") -> Union[list, Iterator[dict]]:
-        """Input rows with the output paths added, and an error message on the rows that failed.
+        """Input rows with the output paths added, an error message on the rows that failed, and the licence of the
+        model that made them (``output_image_license``) where the serving knows its model.
 
         A list for a list of rows; for a streamed source, an iterator that reads the source again.
         """
-        rows = (self._output_row(index, row, records) for index, row in enumerate(self.iter_rows()))
+        licence = self.model_license()
+        rows = (self._output_row(index, row, records, licence) for index, row in enumerate(self.iter_rows()))
         return list(rows) if isinstance(self.rows, list) else rows
 
-    def _output_row(self, index: int, row: dict, records: "RecordStore") -> dict:
+    def _output_row(self, index: int, row: dict, records: "RecordStore", licence: Optional[str] = None) -> dict:
         row = dict(row)
         row.pop(self.error_key, None)
+        row.pop(self.license_key, None)  # an earlier step's, when the input is an earlier output
+        if licence is not None:
+            row[self.license_key] = licence
         outcome = records.outcome(index)
         if outcome is None:
             row[self.output_key] = []

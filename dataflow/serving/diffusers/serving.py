@@ -21,7 +21,12 @@ from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
-from dataflow.io.model_source import looks_like_path, resolve_model_folder
+from dataflow.io.model_source import (
+    card_license,
+    folder_revision,
+    looks_like_path,
+    resolve_model_folder,
+)
 from dataflow.logger import get_logger
 from dataflow.serving.diffusers.family import (
     Family,
@@ -291,6 +296,13 @@ class DiffusersEditServing(ImageEditServing):
             extra = {"true_cfg_scale": self.true_cfg_scale, "negative_prompt": self.negative_prompt}
         return {"serving": "diffusers", "family": family.name, "pipeline": family.variant, **common, **extra,
                 **lossy}
+
+    def model_info(self) -> dict:
+        """The model as named, the Hub commit of its folder (None if not downloaded from the Hub) and the licence
+        its card declares ("unknown" without one), for run.json, the output rows and exports. Not part of the
+        fingerprint: the card does not change the pixels."""
+        folder = self.model_folder()
+        return {"model": self.model, "revision": folder_revision(folder), **card_license(folder)}
 
     # -- generation -------------------------------------------------------------------------------------
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
