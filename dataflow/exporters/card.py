@@ -98,7 +98,7 @@ def card_license(info: RunInfo) -> list:
 
 def write_card(out: str, *, info: RunInfo, summary: Any, config: Optional[dict], fmt: str) -> str:
     """Write ``out/README.md``; return its path."""
-    lines = ["---"] + card_license(info)
+    lines = ["---"]
     if config:
         lines += ["configs:", "- config_name: default", "  data_files:", "  - split: train",
                   f"    path: {json.dumps(config['data_files'])}"]
@@ -109,7 +109,7 @@ def write_card(out: str, *, info: RunInfo, summary: Any, config: Optional[dict],
                 name, (kind, dtype) = entry["name"], [(k, v) for k, v in entry.items() if k != "name"][0]
                 lines += [f"  - name: {name}", f"    {kind}: {dtype}"]
         lines += ["  splits:", "  - name: train", f"    num_examples: {summary.written}"]
-    lines += ["tags:", "- image-editing", "- dataflow-edit", "---", ""]
+    lines += card_license(info) + ["tags:", "- image-editing", "- dataflow-edit", "---", ""]
     lines += [f"# Image edits from `{info.source_file}`", "",
               f"Exported by `dataflow-edit export --format {fmt}`: one example per edited image.", "",
               "| | |", "|---|---|", f"| examples | {summary.written} |", f"| rows read | {summary.rows} |",

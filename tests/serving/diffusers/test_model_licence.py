@@ -73,6 +73,11 @@ def run_and_export(tmp_path, model):
             (out / "gallery.html").read_text(), tmp_path / "exported")
 
 
+def front_matter(card):
+    assert card.startswith("---\n")
+    return card[: card.index("\n---\n", 4) + 1]
+
+
 def exported_licences(folder):
     import pyarrow.parquet as pq
 
@@ -90,7 +95,7 @@ def test_a_run_carries_the_cards_licence_into_run_json_the_rows_the_gallery_and_
     assert [row["output_image_license"] for row in rows] == ["apache-2.0"]
     assert "Model licence: apache-2.0" in gallery
     card = (exported / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0\n")
+    assert "\nlicense: apache-2.0\ntags:\n" in front_matter(card)
     assert "Model licence (from its model card): `apache-2.0`" in card
     assert exported_licences(exported) == [["apache-2.0"]]
 
@@ -100,5 +105,5 @@ def test_a_model_without_a_card_is_recorded_as_unknown(tmp_path, tiny_model_dir)
     manifest, rows, _, exported = run_and_export(tmp_path, tiny_model_dir)
     assert manifest["model"]["license"] == "unknown"
     assert [row["output_image_license"] for row in rows] == ["unknown"]
-    assert (exported / "README.md").read_text().startswith("---\nlicense: unknown\n")
+    assert "\nlicense: unknown\ntags:\n" in front_matter((exported / "README.md").read_text())
     assert exported_licences(exported) == [["unknown"]]
