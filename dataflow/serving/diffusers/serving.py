@@ -142,9 +142,10 @@ class DiffusersEditServing(ImageEditServing):
         cls = None if self.family_name is None else FAMILIES[self.family_name]
         if cls is not None:
             self._check_options(cls)
-        if os.path.isfile(os.path.join(os.path.expanduser(model), "model_index.json")):
+        named = isinstance(model, str) and bool(model)  # no model at all is said when it is needed (load, check)
+        if named and os.path.isfile(os.path.join(os.path.expanduser(model), "model_index.json")):
             self._family = self._family_of_folder()  # a folder of another family is refused now, naming both
-        elif cls is not None and len(cls.class_names) == 1 and not self._is_local():  # a Hub id: read on download
+        elif named and cls is not None and len(cls.class_names) == 1 and not self._is_local():  # a Hub id
             self._family = cls(cls.class_names[0], source=model)
 
     def __getstate__(self) -> dict:
