@@ -55,3 +55,13 @@ def build_qwen2_tokenizer(max_length: int = 1024) -> Qwen2Tokenizer:
     )
     tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
     return tokenizer
+
+# Qwen3-VL's template reduced to text and image parts: ``QwenImage21Pipeline`` counts the tokens of a system message
+# through it, and the count must match the prompt it formats by hand.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)

@@ -161,7 +161,7 @@ def command_run(args: argparse.Namespace) -> int:
                 output_image_key=args.output_key)
     if args.dry_run:
         return dry_run(storage, serving, generator, keys)
-    write_manifest(args)
+    write_manifest(args, serving)
     summary = generator.run(storage.step(), **keys)
     print(f"done: {summary.generated} edited, {summary.reused} skipped (done earlier), {summary.failed} failed, "
           f"{summary.seconds:.1f} s", file=sys.stderr)
@@ -198,8 +198,9 @@ def dry_run(storage: FileStorage, serving: ImageEditServing, generator: Prompted
     return EXIT_OK if not problems else EXIT_ROWS_FAILED
 
 
-def write_manifest(args: argparse.Namespace) -> None:
-    """Where the run's inputs live, so the gallery can be rebuilt later from the output folder alone."""
+def write_manifest(args: argparse.Namespace, serving: ImageEditServing) -> None:
+    """Where the run's inputs live, so the gallery can be rebuilt later from the output folder alone, and the model
+    that edits them: its id, revision and licence (servings with a ``model_info``)."""
     manifest = {
         "input": os.path.abspath(args.input),
         "cwd": os.getcwd(),
@@ -208,6 +209,8 @@ def write_manifest(args: argparse.Namespace) -> None:
         "conversation_key": args.conversation_key,
         "output_key": args.output_key,
     }
+    if hasattr(serving, "model_info"):
+        manifest["model"] = serving.model_info()
     write_manifest_file(args.out, manifest)
 
 

@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
 
-from dataflow.core.errors import InputError
+from dataflow.core.errors import InputError, ModelLoadError
 from dataflow.core.serving import ImageEditServing
 from dataflow.engines.tasks import RowKeys, row_digest
 from dataflow.io.image_io import ImageIO
+from dataflow.io.model_source import UNKNOWN_LICENSE, license_label
 
 if TYPE_CHECKING:
     from dataflow.engines.records import RecordStore
@@ -64,6 +65,20 @@ class EditJob:
             folders.append(os.path.abspath(self.image_io.save_path))
         return list(dict.fromkeys(os.path.realpath(f) for f in folders))
 
+    @property
+    def license_key(self) -> str:
+        return f"{self.output_key}_license"
+
+    def model_license(self) -> Optional[str]:
+        """The licence of the model that made the images (servings with a ``model_info``), or None."""
+        info = getattr(self.serving, "model_info", None)
+        if info is None or not self.writes_files:
+            return None
+        try:
+            return license_label(info())
+        except ModelLoadError:  # the folder cannot be read now: say unknown, never guess
+            return UNKNOWN_LICENSE
+
     def iter_rows(self) -> Iterator[dict]:
         return iter(self.rows)
 
@@ -74,7 +89,8 @@ class EditJob:
 
     def output_rows(self, records: "RecordStore", planned: Optional[Sequence[int]] = None
                     ) -> Union[list, Iterator[dict]]:
-        """Input rows with the output paths added, and an error message on the rows that failed.
+        """Input rows with the output paths added, an error message on the rows that failed, and the licence of the
+        model that made them (``output_image_license``) where the serving knows its model.
 
         A list for a list of rows; for a streamed source, an iterator that reads the source again. ``planned``
         holds ``row_digest`` of each row as the run planned it: a row read again must be the same row (key,
@@ -83,10 +99,11 @@ class EditJob:
         so before a wrong row is written; the step file is written atomically, so nothing of it is left, while
         the checkpoint keeps every finished row for a rerun.
         """
-        rows = self._output_rows(records, planned)
+        rows = self._output_rows(records, planned, self.model_license())
         return list(rows) if isinstance(self.rows, list) else rows
 
-    def _output_rows(self, records: "RecordStore", planned: Optional[Sequence[int]]) -> Iterator[dict]:
+    def _output_rows(self, records: "RecordStore", planned: Optional[Sequence[int]],
+                     licence: Optional[str]) -> Iterator[dict]:
         keys = RowKeys(self.image_key, self.conversation_key)
         count = 0
         for index, (line, row) in enumerate(self.numbered_rows()):
@@ -94,7 +111,7 @@ class EditJob:
                 where = f"line {line}" if line is not None else f"row {index + 1}"
                 raise InputError(self._changed_message(f"{where} is not the row the run planned there"))
             count = index + 1
-            yield self._output_row(index, row, records)
+            yield self._output_row(index, row, records, licence)
         if planned is not None and count != len(planned):
             raise InputError(self._changed_message(f"it has {count} rows, not the {len(planned)} planned"))
 
@@ -107,9 +124,13 @@ class EditJob:
                 "another row's result. Finished rows are checkpointed: run the same command again, with the "
                 "input left as it is, to edit what changed and write the step file.")
 
-    def _output_row(self, index: int, row: dict, records: "RecordStore") -> dict:
+    def _output_row(self, index: int, row: dict, records: "RecordStore",
+                    licence: Optional[str] = None) -> dict:
         row = dict(row)
         row.pop(self.error_key, None)
+        row.pop(self.license_key, None)  # an earlier step's, when the input is an earlier output
+        if licence is not None:
+            row[self.license_key] = licence
         outcome = records.outcome(index)
         if outcome is None:
             row[self.output_key] = []

@@ -1,5 +1,9 @@
-"""The dataset card (``README.md``): YAML the Hub reads (``configs``, ``dataset_info``), then counts, the model and
-generation parameters, the scoring and the filters the rows passed.
+"""The dataset card (``README.md``): YAML the Hub reads (``license``, ``configs``, ``dataset_info``), then counts, the
+model, its licence and the generation parameters, the scoring and the filters the rows passed.
+
+The licence is the editing model's, as its card declared it and the run recorded it (``run.json``'s ``model``;
+rows' ``output_image_license`` for a run without one): several models' licences are all named, and a run that
+recorded none says ``unknown``.
 
 The parameters come from the progress files beside the exported file (their first line is
 ``{"fingerprint": {...}}``, see ``dataflow.utils.checkpoint``): the generation one (``edited_step1.progress.jsonl``
@@ -12,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -33,6 +38,8 @@ class RunInfo:
 
     source_file: str
     backend: Optional[str] = None
+    model: Optional[dict] = None  # run.json's "model": id, revision, licence
+    licenses: list = field(default_factory=list)  # the rows' licences (output_image_license), in order
     generation: Optional[dict] = None
     scoring: Optional[dict] = None
     filters: Counter = field(default_factory=Counter)  # rule -> rows with images it rejected
@@ -64,7 +71,9 @@ def read_selection(path: str) -> Optional[dict]:
 def run_info(output_file: str) -> RunInfo:
     """The run's backend, generation and scoring parameters, and the filter counts, as far as the folder tells."""
     folder = os.path.dirname(os.path.abspath(output_file))
-    info = RunInfo(source_file=os.path.basename(output_file), backend=read_manifest(folder).get("backend"))
+    manifest = read_manifest(folder)
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else None
+    info = RunInfo(source_file=os.path.basename(output_file), backend=manifest.get("backend"), model=model)
     own = progress_path(os.path.abspath(output_file))
     preferred = [own, os.path.join(folder, GENERATION_PROGRESS)]
     others = sorted(glob.glob(os.path.join(glob.escape(folder), "*.progress.jsonl")))
@@ -84,6 +93,20 @@ def run_info(output_file: str) -> RunInfo:
             for rule in {rule_of(str(reason)) for reason in row.get("rejected_because") or []}:
                 info.filters[rule] += 1
     return info
+
+
+def card_license(info: RunInfo) -> list:
+    """The front matter's licence lines: the model's licence (``other`` with its name), several models' as ``other``
+    naming them all, ``unknown`` when nothing recorded one."""
+    if info.model and not info.licenses:
+        license_id, name = str(info.model.get("license") or "unknown"), info.model.get("license_name")
+        return [f"license: {_scalar(license_id)}"] + ([f"license_name: {_scalar(name)}"]
+                                                      if license_id == "other" and name else [])
+    if len(info.licenses) == 1:
+        return [f"license: {_scalar(info.licenses[0])}"]
+    if info.licenses:
+        return ["license: other", f"license_name: {_scalar(' AND '.join(info.licenses))}"]
+    return ["license: unknown"]
 
 
 def config_yaml(configs: list) -> list:
@@ -140,7 +163,7 @@ def selection_lines(selection: Optional[dict], generation: Optional[dict]) -> li
 def write_card(out: str, *, info: RunInfo, summary: Any, configs: list, fmt: str) -> str:
     """Write ``out/README.md``; return its path."""
     lines = ["---"] + config_yaml(configs)
-    lines += ["tags:", "- image-editing", "- dataflow-edit", "---", ""]
+    lines += card_license(info) + ["tags:", "- image-editing", "- dataflow-edit", "---", ""]
     lines += [f"# Image edits from `{info.source_file}`", "",
               f"Exported by `dataflow-edit export --format {fmt}`: one example per edited image.", "",
               "| | |", "|---|---|", f"| examples | {summary.written} |", f"| rows read | {summary.rows} |",
@@ -158,10 +181,17 @@ def write_card(out: str, *, info: RunInfo, summary: Any, configs: list, fmt: str
     elif fmt in ("hf", "ip2p"):
         lines += ["```python", "from datasets import load_dataset", "",
                   'dataset = load_dataset("parquet", data_dir="PATH/TO/THIS/FOLDER")["train"]', "```", ""]
-    if info.backend or info.generation:
+    if info.backend or info.generation or info.model or info.licenses:
         lines += ["## Generation", ""]
         if info.backend:
             lines += [f"Backend: `{info.backend}`.", ""]
+        if info.model:
+            revision = f" at revision `{info.model['revision']}`" if info.model.get("revision") else ""
+            lines += [f"Model: `{_text(info.model.get('model'))}`{revision}.", ""]
+        licenses = info.licenses or ([_label(info.model)] if info.model else [])
+        if licenses:
+            lines += [f"Model licence (from its model card): {', '.join(f'`{_text(x)}`' for x in licenses)}. The "
+                      "edited images were made with it; check what its terms allow before using this dataset.", ""]
         if info.generation:
             lines += ["| parameter | value |", "|---|---|"]
             lines += [f"| {key} | `{_text(value)}` |" for key, value in info.generation.items()]
@@ -179,6 +209,18 @@ def write_card(out: str, *, info: RunInfo, summary: Any, configs: list, fmt: str
     with atomic_open(path) as handle:
         handle.write("\n".join(lines))
     return path
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar: plain for a licence id (``apache-2.0``), quoted otherwise."""
+    text = str(value)
+    return text if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]*", text) else json.dumps(text)
+
+
+def _label(model: dict) -> str:
+    name = model.get("license_name")
+    license_id = str(model.get("license") or "unknown")
+    return name if license_id == "other" and name else license_id
 
 
 def _text(value: Any) -> str:

@@ -26,7 +26,8 @@ from dataflow.utils.manifest import find_output_image
 SCORE_KEY = "scores"
 BARE_METRICS = ("change", "clip", "dino")
 RESERVED = ("id", "output_index", "instruction", "source_image", "source_images", "edited_image", "error",
-            "rejected", "rejected_because", "input_image", "edit_prompt")
+            "rejected", "rejected_because", "input_image", "edit_prompt", "license")
+UNKNOWN_LICENSE = "unknown"
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Example:
     rejected: bool = False
     rejected_because: list = field(default_factory=list)
     fields: dict = field(default_factory=dict)  # the row's other fields, for the WebDataset json
+    license: str = UNKNOWN_LICENSE  # of the model that made the edit (``output_image_license``), as its card said
 
 
 @dataclass
@@ -196,8 +198,10 @@ class RowReader:
         self.conversation_key = conversation_key
         self.output_key = output_key
         self.error_key = f"{output_key}_error"
+        self.license_key = f"{output_key}_license"
         self.rejected = rejected
-        self.own = {image_key, conversation_key, output_key, self.error_key, SCORE_KEY, "rejected_because"}
+        self.own = {image_key, conversation_key, output_key, self.error_key, self.license_key, SCORE_KEY,
+                    "rejected_because"}
 
     def is_failed(self, row: Mapping) -> bool:
         return not outputs_of(row, self.output_key) or not _blank(row.get(self.error_key))
@@ -218,7 +222,8 @@ class RowReader:
         common = dict(row=index, id=_identity(row, self.image_key, self.conversation_key), instruction=text,
                       sources=sources, rejected=self.rejected, fields={k: v for k, v in row.items()
                                                                          if k not in self.own},
-                      rejected_because=[str(r) for r in _as_list(row.get("rejected_because"))])
+                      rejected_because=[str(r) for r in _as_list(row.get("rejected_because"))],
+                      license=str(row.get(self.license_key) or UNKNOWN_LICENSE))
         if self.is_failed(row):
             error = row.get(self.error_key)
             yield Example(key=f"{tag}{index:08d}", output_index=None, edited=None,

@@ -17,7 +17,15 @@ from dataflow.core.validation import check_positive_int
 from dataflow.exporters.ai_toolkit import AIToolkitWriter
 from dataflow.exporters.base import ExampleImages, ExportWriter, Layout
 from dataflow.exporters.card import run_info, write_card
-from dataflow.exporters.examples import Example, PathResolver, Problem, RowReader, SCORE_KEY, outputs_of
+from dataflow.exporters.examples import (
+    SCORE_KEY,
+    UNKNOWN_LICENSE,
+    Example,
+    PathResolver,
+    Problem,
+    RowReader,
+    outputs_of,
+)
 from dataflow.exporters.images import IMAGE_FORMATS, encode_file
 from dataflow.exporters.parquet import HFWriter, IP2PWriter
 from dataflow.exporters.preference import PREFERENCE_WRITERS, PreferenceReader, pair_images
@@ -125,12 +133,14 @@ def export(path: str, format: str, out: str, *, shard_size: int = 1000,  # noqa:
     split = {"split": "sft"} if preference else {}
     writer: ExportWriter = writer_class(out, layout, shard_size=shard_size, image_format=image_format, **split)
     report = on_problem or (lambda problem: logger.warning("%s", problem))
+    licenses: dict = {}  # the written examples' model licences, in order of appearance
     try:
         for example in _examples(readers, layout, summary, report, progress):
             images = _images(example, writer, image_format, report, summary)
             if images is None:
                 continue
             writer.write(example, images)
+            licenses.setdefault(example.license, None)
             summary.written += 1
             summary.rejected_written += example.rejected
             summary.failed_written += example.edited is None
@@ -141,7 +151,9 @@ def export(path: str, format: str, out: str, *, shard_size: int = 1000,  # noqa:
     summary.configs = [dict(writer.card_config(), examples=summary.written)] if writer.card_config() else []
     if preference:
         _export_preference(preference, format, out, paths, readers[0][1], shard_size, image_format, summary, report)
-    summary.card = write_card(out, info=run_info(path), summary=summary, configs=summary.configs, fmt=format)
+    info = run_info(path)
+    info.licenses = [x for x in licenses if x != UNKNOWN_LICENSE or len(licenses) > 1]
+    summary.card = write_card(out, info=info, summary=summary, configs=summary.configs, fmt=format)
     return summary
 
 

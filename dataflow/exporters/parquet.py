@@ -139,8 +139,9 @@ class ParquetWriter(ExportWriter):
 
 class HFWriter(ParquetWriter):
     """The ``hf`` layout: ``id``, ``output_index``, ``instruction``, ``source_image`` (``source_images`` when a row
-    has several), ``edited_image``, ``error`` (with ``--include-failed``), ``rejected`` and ``rejected_because``
-    (with ``--rejected``), then one column per score."""
+    has several), ``edited_image``, ``license`` (the editing model's, "unknown" when its card named none),
+    ``error`` (with ``--include-failed``), ``rejected`` and ``rejected_because`` (with ``--rejected``), then one
+    column per score."""
 
     name = "hf"
     needs_edited_image = False
@@ -155,6 +156,7 @@ class HFWriter(ParquetWriter):
         if layout.multi:
             spec.append(Column("source_images", "image", lambda e, i: [image_cell(s) for s in i.sources], True))
         spec.append(Column("edited_image", "image", lambda e, i: image_cell(i.edited)))
+        spec.append(Column("license", "string", lambda e, i: e.license))
         if layout.include_failed:
             spec.append(Column("error", "string", lambda e, i: e.error))
         spec += rejected_columns(layout)

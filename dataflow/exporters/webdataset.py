@@ -89,7 +89,7 @@ class WebDatasetWriter(ExportWriter):
 def metadata(example: Example) -> dict:
     """What the ``.json`` member holds: every field of the example but the images and the instruction."""
     record = dict(example.fields)
-    record.update(id=example.id, output_index=example.output_index, scores=example.score_entry,
+    record.update(id=example.id, output_index=example.output_index, license=example.license, scores=example.score_entry,
                   source_files=[os.path.basename(p) for p in example.sources],
                   edited_file=os.path.basename(example.edited) if example.edited else None)
     if example.rejected or example.rejected_because:

@@ -13,8 +13,11 @@ from dataflow.logger import get_logger
 
 logger = get_logger()
 
-# Only the diffusers-format subfolders: the single-file checkpoint at a repo's root would double the download.
-DIFFUSERS_FILES = ["model_index.json", "*/*"]
+# Only the diffusers-format subfolders: the single-file checkpoint at a repo's root would double the download. The
+# model card (README.md) comes too: its front matter names the model's licence.
+DIFFUSERS_FILES = ["model_index.json", "*/*", "README.md"]
+CARD_NAME = "README.md"
+UNKNOWN_LICENSE = "unknown"
 _SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]")
 
 
@@ -143,3 +146,55 @@ def _download(repo_id: str, cache_dir: Optional[str], local_dir: Optional[str]) 
         folder = snapshot_download(repo_id, cache_dir=cache_dir, local_dir=target, allow_patterns=DIFFUSERS_FILES)
     check_pipeline_folder(folder)
     return folder
+
+
+def card_license(folder: str) -> dict:
+    """The licence the model card in ``folder`` declares: ``{"license": ..., "license_name": ...}``.
+
+    It is read from the card's YAML front matter (``license:``; ``license_name:`` names an ``other`` licence, as the
+    FLUX [dev] cards do). A folder without a card, or a card that names none, gives ``{"license": "unknown"}``: the
+    licence is never guessed.
+    """
+    path = os.path.join(folder, CARD_NAME)
+    if not os.path.isfile(path):
+        return {"license": UNKNOWN_LICENSE}
+    try:
+        from huggingface_hub.repocard import metadata_load
+
+        metadata = metadata_load(path) or {}
+    except Exception as exc:  # not installed, unreadable, or front matter that is not YAML: say so, never guess
+        logger.warning("cannot read the licence in %s (%s: %s); recording it as unknown", path,
+                       type(exc).__name__, exc)
+        return {"license": UNKNOWN_LICENSE}
+    license_id = metadata.get("license")
+    if isinstance(license_id, list):  # the card format allows a list; keep every entry
+        license_id = " AND ".join(str(x) for x in license_id)
+    info = {"license": str(license_id).strip() if license_id else UNKNOWN_LICENSE}
+    if isinstance(metadata.get("license_name"), str):
+        info["license_name"] = metadata["license_name"]
+    return info
+
+
+def folder_revision(folder: str) -> Optional[str]:
+    """The Hub commit a downloaded folder holds, or None for a folder that was not downloaded from the Hub.
+
+    A download into the Hub cache lives in ``snapshots/<commit>``; one into ``local_dir`` has huggingface_hub's
+    record of the commit in ``.cache/huggingface/download/model_index.json.metadata`` (its first line).
+    """
+    folder = os.path.normpath(os.path.abspath(folder))
+    if os.path.basename(os.path.dirname(folder)) == "snapshots":
+        return os.path.basename(folder)
+    record = os.path.join(folder, ".cache", "huggingface", "download", "model_index.json.metadata")
+    try:
+        with open(record, encoding="utf-8") as handle:
+            commit = handle.readline().strip()
+    except OSError:
+        return None
+    return commit or None
+
+
+def license_label(info: dict) -> str:
+    """One string for a licence (``card_license``'s dict): the name of an ``other`` licence, else its id."""
+    license_id = info.get("license") or UNKNOWN_LICENSE
+    name = info.get("license_name")
+    return name if license_id == "other" and name else license_id

@@ -19,7 +19,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import quote
 
 from dataflow.core.errors import InputError, RowError
@@ -118,7 +118,9 @@ def build_gallery(
     views = builder.build_views(shown)
     builder.remove_stale_thumbnails()
     counts = _count(rows, output_key)
-    page = _render_page(os.path.basename(output_file), views, counts, len(rows))
+    key = f"{output_key}_license"
+    licenses = list(dict.fromkeys(str(row[key]) for row in rows if not _blank(row.get(key))))
+    page = _render_page(os.path.basename(output_file), views, counts, len(rows), licenses)
     path = gallery_path(output_file)
     with atomic_open(path) as handle:
         handle.write(page)
@@ -311,18 +313,27 @@ pre.raw { white-space: pre-wrap; word-break: break-all; font-size: .85em; margin
 """
 
 
-def _render_page(source_name: str, views: list[_RowView], counts: dict[str, int], total: int) -> str:
-    """The whole page: a header with the counts, then one table row per shown row."""
+def _render_page(source_name: str, views: list[_RowView], counts: dict[str, int], total: int,
+                 licenses: Sequence[str] = ()) -> str:
+    """The whole page: a header with the counts and the editing model's licence, then one table row per shown
+    row."""
     title = f"Gallery of {source_name}"
     body = "\n".join(_render_row(view) for view in views)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<header>\n<h1>{_esc(title)}</h1>\n{_render_counts(counts, len(views), total)}</header>\n"
+        f"<header>\n<h1>{_esc(title)}</h1>\n{_render_counts(counts, len(views), total)}{_render_licenses(licenses)}"
+        "</header>\n"
         "<table>\n<thead><tr><th>#</th><th>input</th><th>instruction</th><th>output</th></tr></thead>\n"
         f"<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n"
     )
+
+
+def _render_licenses(licenses: Sequence[str]) -> str:
+    if not licenses:
+        return ""
+    return f"<p class=\"license\">Model licence: {_esc(', '.join(licenses))}</p>\n"
 
 
 def _render_counts(counts: dict[str, int], shown: int, total: int) -> str:

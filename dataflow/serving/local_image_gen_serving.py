@@ -14,7 +14,7 @@ from dataflow.serving.diffusers.serving import DiffusersEditServing
 from dataflow.serving.diffusers.speed.options import Acceleration
 
 SUPPORTED_TASKS = ("imageedit",)
-SUPPORTED_MODELS = tuple(FAMILIES)  # "FLUX-Kontext", "Qwen-Image-Edit", "FLUX.2"
+SUPPORTED_MODELS = tuple(FAMILIES)  # "FLUX-Kontext", "Qwen-Image-Edit", "FLUX.2", "LongCat-Image-Edit", ...
 
 
 class LocalImageGenServing(DiffusersEditServing):
@@ -27,13 +27,16 @@ class LocalImageGenServing(DiffusersEditServing):
         hf_local_dir: a Hub id is downloaded into ``hf_local_dir/<repo name>``.
         Image_gen_task: only "imageedit" is supported.
         batch_size: rows per batch.
-        diffuser_model_name: "FLUX-Kontext", "Qwen-Image-Edit" (Edit, 2509, 2511) or "FLUX.2" ([dev], [klein]);
-            the folder's pipeline must belong to it (the exact pipeline class is read from ``model_index.json``).
+        diffuser_model_name: "FLUX-Kontext", "Qwen-Image-Edit" (Edit, 2509, 2511), "FLUX.2" ([dev], [klein]),
+            "LongCat-Image-Edit" (and Turbo), "Qwen-Image-2.1" or "JoyAI-Image-Edit" (and Plus); the folder's
+            pipeline must belong to it (the exact pipeline class is read from ``model_index.json``): a local folder
+            of another family is refused here, naming both.
         diffuser_image_height, diffuser_image_width: their product is the output area; each output keeps its
             (first) input's aspect ratio.
         diffuser_num_inference_steps, diffuser_guidance_scale, diffuser_num_images_per_prompt: as in diffusers;
             steps and guidance left unset take the family's defaults (docs/backends.md).
-        negative_prompt, true_cfg_scale: Qwen-Image-Edit's true classifier-free guidance (defaults " " and 4.0).
+        negative_prompt, true_cfg_scale: true classifier-free guidance of Qwen-Image-Edit (defaults " " and 4.0) and
+            Qwen-Image-2.1 (defaults " " and 1.0: off).
         seed: base seed for reproducible rows.
         device, torch_dtype: override the defaults (CUDA with bfloat16 when available, else CPU with float32).
         max_sequence_length: text tokens per instruction (None: the family's).

@@ -39,7 +39,9 @@ class Row:
 class Family:
     """Base class of the adapters. Subclasses set the class attributes and implement the hooks below.
 
-    ``variant`` is the pipeline class name from the folder's ``model_index.json``; ``index`` is that file's content.
+    ``variant`` is the pipeline class name from the folder's ``model_index.json``; ``index`` is that file's content;
+    ``source`` is the model as the caller named it (a folder or a Hub id), for families whose variants share a
+    pipeline class and differ only by name (LongCat-Image-Edit and its Turbo).
     """
 
     name: str = ""  # the ``diffuser_model_name``, e.g. "Qwen-Image-Edit"
@@ -62,11 +64,12 @@ class Family:
     #: the model family whose LoRAs fit (``lora.SIGNATURES``): FLUX.1 LoRAs fit Kontext, Qwen-Image's fit Edit
     lora_family: str = ""
 
-    def __init__(self, variant: str, index: Optional[dict] = None):
+    def __init__(self, variant: str, index: Optional[dict] = None, source: Optional[str] = None):
         if variant not in self.class_names:
             raise ModelLoadError(f"{variant} is not a {self.name} pipeline ({', '.join(self.class_names)})")
         self.variant = variant
         self.index = index or {}
+        self.source = source
 
     # -- per-variant facts ------------------------------------------------------------------------------
     @property

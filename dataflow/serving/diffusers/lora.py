@@ -354,6 +354,9 @@ def apply_loras(pipe: Any, loras: Sequence[ResolvedLora], family: Any, fuse: boo
     adapter layers (``fuse_lora``, ``unload_lora_weights``). Returns a description of each, for the log."""
     if not loras:
         return []
+    if not hasattr(pipe, "load_lora_weights"):  # LongCat-Image-Edit and JoyAI-Image-Edit in diffusers 0.42.1
+        raise InputError(f"{family.describe()} takes no LoRA: its diffusers pipeline ({type(pipe).__name__}) has no "
+                         "LoRA loader; run without --lora (or a recipe with LoRAs)")
     require_peft()
     names, components, described = [], set(), []
     for i, lora in enumerate(loras):

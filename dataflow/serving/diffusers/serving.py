@@ -24,7 +24,12 @@ from dataflow.core.request import EditRequest, EditResult
 from dataflow.core.seeding import image_seed
 from dataflow.core.serving import ImageEditServing
 from dataflow.core.validation import check_positive_int
-from dataflow.io.model_source import looks_like_path, resolve_model_folder
+from dataflow.io.model_source import (
+    card_license,
+    folder_revision,
+    looks_like_path,
+    resolve_model_folder,
+)
 from dataflow.logger import get_logger
 from dataflow.serving.diffusers.family import (
     Family,
@@ -72,8 +77,9 @@ def check_true_cfg_options(cls: type, params: dict) -> None:
         return
     given = [k for k in ("negative_prompt", "true_cfg_scale") if params.get(k) is not None]
     if given:
-        raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} Qwen-Image-Edit's true "
-                         f"classifier-free guidance; {cls.display_name} takes neither")
+        takers = " and ".join(f.display_name for f in FAMILIES.values() if f.takes_negative_prompt)
+        raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} the true classifier-free "
+                         f"guidance of {takers}; {cls.display_name} takes neither")
 
 
 class DiffusersEditServing(ImageEditServing):
@@ -81,14 +87,15 @@ class DiffusersEditServing(ImageEditServing):
 
     Args:
         model: a local diffusers folder or a Hub id.
-        family: "FLUX-Kontext", "Qwen-Image-Edit" or "FLUX.2"; the folder must hold that family's pipeline
-            (None: whatever supported pipeline the folder holds).
+        family: "FLUX-Kontext", "Qwen-Image-Edit", "FLUX.2", "LongCat-Image-Edit", "Qwen-Image-2.1" or
+            "JoyAI-Image-Edit"; the folder must hold that family's pipeline (None: whatever supported pipeline the
+            folder holds). A local folder of another family is refused when the serving is built.
         cache_dir: Hugging Face cache folder for downloads.
         local_dir: if set, a Hub id is downloaded into ``local_dir/<repo name>``.
         batch_size: rows per ``edit`` call (families that take one row per pipeline call run them in turn).
         num_inference_steps, guidance_scale: None for the family's defaults (docs/backends.md).
-        true_cfg_scale, negative_prompt: Qwen-Image-Edit's true classifier-free guidance (None: 4.0 and " ";
-            ``true_cfg_scale=1`` turns it off). Other families refuse them.
+        true_cfg_scale, negative_prompt: true classifier-free guidance of Qwen-Image-Edit (None: 4.0 and " ";
+            ``true_cfg_scale=1`` turns it off) and Qwen-Image-2.1 (None: 1.0, off). Other families refuse them.
         num_images_per_prompt: edited images per row.
         height, width: their product is the output area; the output's shape follows the first input's aspect ratio.
         seed: base seed; each output image gets its own seed derived from (seed, row key, k).
@@ -171,11 +178,14 @@ class DiffusersEditServing(ImageEditServing):
         self._multiple_of: Optional[int] = None
         self._family: Optional[Family] = None
         self._embeddings: OrderedDict = OrderedDict()
-        if self.family_name is not None:
-            cls = FAMILIES[self.family_name]
+        cls = None if self.family_name is None else FAMILIES[self.family_name]
+        if cls is not None:
             self._check_options(cls)
-            if len(cls.class_names) == 1:  # nothing to read from the folder (load still checks it)
-                self._family = self._accept(cls(cls.class_names[0]))
+        named = isinstance(model, str) and bool(model)  # no model at all is said when it is needed (load, check)
+        if named and os.path.isfile(os.path.join(os.path.expanduser(model), "model_index.json")):
+            self._family = self._family_of_folder()  # a folder of another family is refused now, naming both
+        elif named and cls is not None and len(cls.class_names) == 1 and not self._is_local():  # a Hub id
+            self._family = self._accept(cls(cls.class_names[0], source=model))
 
     def _recipe_sigmas(self, steps: Optional[int]) -> Optional[list]:
         """The recipe's sigmas, which fix the number of steps: an explicit other number is refused."""
@@ -202,7 +212,7 @@ class DiffusersEditServing(ImageEditServing):
 
     def _family_of_folder(self) -> Family:
         folder = self.model_folder()
-        family = family_for_index(read_model_index(folder), self.family_name, where=folder)
+        family = family_for_index(read_model_index(folder), self.family_name, where=folder, source=self.model)
         self._check_options(type(family))
         return self._accept(family)
 
@@ -255,7 +265,8 @@ class DiffusersEditServing(ImageEditServing):
         applies when planning, and ``edit`` checks the exact one per row."""
         if self._family is None and self._folder is None and not self._is_local():
             cls = FAMILIES.get(self.family_name)
-            return None if cls is None else {"Qwen-Image-Edit": 3, "FLUX.2": 10}.get(cls.name, 1)
+            limits = {"Qwen-Image-Edit": 3, "FLUX.2": 10, "Qwen-Image-2.1": 10, "JoyAI-Image-Edit": 5}
+            return None if cls is None else limits.get(cls.name, 1)
         return self.family.max_input_images
 
     def _is_local(self) -> bool:
@@ -293,7 +304,8 @@ class DiffusersEditServing(ImageEditServing):
 
         if self._family is None or self._family.variant != type(pipe).__name__:
             index = dict(getattr(pipe, "config", {}) or {}, _class_name=type(pipe).__name__)
-            self._family = self._accept(family_for_index(index, self.family_name, where="the pipeline given"))
+            self._family = self._accept(family_for_index(index, self.family_name, where="the pipeline given",
+                                                         source=self.model))
         for component in pipe.components.values():
             if isinstance(component, torch.nn.Module):
                 component.eval()
@@ -376,6 +388,13 @@ class DiffusersEditServing(ImageEditServing):
         if self.recipe is not None:
             out.update(self.recipe.fingerprint())
         return out
+
+    def model_info(self) -> dict:
+        """The model as named, the Hub commit of its folder (None if not downloaded from the Hub) and the licence
+        its card declares ("unknown" without one), for run.json, the output rows and exports. Not part of the
+        fingerprint: the card does not change the pixels."""
+        folder = self.model_folder()
+        return {"model": self.model, "revision": folder_revision(folder), **card_license(folder)}
 
     # -- generation -------------------------------------------------------------------------------------
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:

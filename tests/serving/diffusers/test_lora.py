@@ -134,6 +134,14 @@ def test_a_lora_whose_keys_fit_nothing_is_refused(tiny_qwen_edit_plus_dir, tmp_p
     assert bare in str(error.value)
 
 
+@pytest.mark.parametrize("folder", ["tiny_longcat_dir", "tiny_joyai_dir"])
+def test_a_family_whose_pipeline_takes_no_lora_refuses_one_in_one_line(request, folder, tmp_path):
+    lora = save_tiny_lora(tiny_kontext, str(tmp_path / "lora"))
+    with pytest.raises(InputError, match=r"takes no LoRA: its diffusers pipeline \(\w+Pipeline\) has no LoRA loader"):
+        DiffusersEditServing(request.getfixturevalue(folder), num_inference_steps=2, height=64, width=64,
+                             lora=lora).load()
+
+
 def test_a_partly_fitting_lora_loads_with_a_warning_that_counts(tiny_qwen_edit_plus_dir, tmp_path, caplog):
     weights = load_file(save_tiny_lora(tiny_qwen_edit, str(tmp_path / "lora")))
     for part, shape in (("A", (4, 48)), ("B", (48, 4))):  # a block the tiny model does not have

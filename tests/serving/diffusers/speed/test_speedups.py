@@ -9,6 +9,7 @@ from dataflow.core.request import EditRequest
 from dataflow.serving.diffusers.speed.options import Acceleration
 
 pytest.importorskip("diffusers")
+from dataflow.serving.diffusers.registry import FAMILIES  # noqa: E402
 from dataflow.serving.diffusers.serving import DiffusersEditServing  # noqa: E402
 from tests.serving.diffusers.test_families import picture  # noqa: E402
 
@@ -27,8 +28,8 @@ def edited(model, acceleration):
 ])
 def test_generic_speedups_apply_and_keep_pixels_close(family_model, options, tolerance):
     family, model = family_model
-    if family == "FLUX.2" and "first_block_cache" in options:
-        with pytest.raises(InputError, match="first_block_cache does not work with FLUX.2"):
+    if not FAMILIES[family].first_block_cache and "first_block_cache" in options:
+        with pytest.raises(InputError, match=f"first_block_cache does not work with {FAMILIES[family].display_name}"):
             edited(model, Acceleration(**options))
         return
     _, plain = edited(model, Acceleration())
@@ -40,4 +41,4 @@ def test_generic_speedups_apply_and_keep_pixels_close(family_model, options, tol
         assert any(isinstance(m, Fp8Linear) for m in serving.pipe.transformer.modules())
     if options.get("fuse_qkv"):
         fused = any(getattr(m, "fused_projections", False) for m in serving.pipe.transformer.modules())
-        assert fused == serving.family.fuse_qkv  # FLUX.2 fuses; Qwen's attention cannot use fused projections
+        assert fused == serving.family.fuse_qkv  # FLUX.2, LongCat fuse; Qwen's attention cannot use fused ones
