@@ -221,7 +221,7 @@ window.addEventListener("load", function () {
   var result = document.createElement("pre");
   result.id = "probe-result";
   result.textContent = JSON.stringify(Array.prototype.map.call(document.images, function (img) {
-    return {src: img.getAttribute("src"), width: img.naturalWidth, shown: img.getBoundingClientRect().width,
+    return {src: img.getAttribute("src"), width: img.naturalWidth, shown: img.clientWidth,  // inside its border
             declared: Number(img.getAttribute("width"))};
   }));
   document.body.appendChild(result);

@@ -70,7 +70,7 @@ def run_and_export(tmp_path, model):
         os.chdir(cwd)
     out = tmp_path / "out"
     return (json.loads((out / "run.json").read_text()), read_jsonl(out / "edited_step1.jsonl"),
-            (out / "gallery.html").read_text(), tmp_path / "exported")
+            (out / "edited_step1.gallery.html").read_text(), tmp_path / "exported")
 
 
 def front_matter(card):

@@ -9,7 +9,10 @@ import pytest
 
 from dataflow.core.errors import InputError
 from dataflow.core.request import EditRequest
-from dataflow.serving.diffusers.speed.options import Acceleration
+from dataflow.serving.diffusers.speed.options import (
+    FP8_ATTENTION_FAMILIES,
+    Acceleration,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -17,6 +20,7 @@ from dataflow.serving.diffusers import qwen_image_edit  # noqa: E402
 from dataflow.serving.diffusers.serving import DiffusersEditServing  # noqa: E402
 from dataflow.serving.diffusers.speed import fp8_attention  # noqa: E402
 from dataflow.serving.diffusers.speed.apply import check_applicable  # noqa: E402
+from tests.serving.conftest import FAMILY_MODELS  # noqa: E402
 from tests.serving.diffusers.test_families import picture  # noqa: E402
 
 # The parity bound of the lossless options: largest pixel difference from the plain path, in levels of 255 (the
@@ -90,17 +94,24 @@ def test_a_mask_with_padding_reaches_the_transformer():
     assert qwen_image_edit._all_ones(torch.tensor([[1, 1, 1]])) and qwen_image_edit._all_ones(None)
 
 
+@pytest.fixture(params=[key for key, (family, _) in FAMILY_MODELS.items() if family in FP8_ATTENTION_FAMILIES])
+def fp8_attention_family_model(request) -> tuple[str, str]:
+    """(family name, tiny folder) for the families FP8 attention is wired for; the others refuse it (tested below)."""
+    family, fixture = FAMILY_MODELS[request.param]
+    return family, request.getfixturevalue(fixture)
+
+
 def plain_attention(arguments: dict) -> bool:
     """Every unmasked call, whatever its dtype and head size: the tiny models' heads are 16 wide, in float32."""
     return arguments["attn_mask"] is None
 
 
 @pytest.mark.parametrize("implementation", ["reference", "tensorwise_reference"])
-def test_every_attention_call_of_each_familys_transformer_goes_through_fp8(family_model, monkeypatch,
+def test_every_attention_call_of_each_familys_transformer_goes_through_fp8(fp8_attention_family_model, monkeypatch,
                                                                           implementation):
     """The blockwise (Triton) and per-tensor (cuDNN) algorithms, emulated: every transformer attention call is
     taken (Qwen's too: its calls carry no mask), the VAE's and the encoder's are not, and the pixels stay close."""
-    family, model = family_model
+    family, model = fp8_attention_family_model
     calls = []
     emulated = fp8_attention.IMPLEMENTATIONS[implementation]
     monkeypatch.setitem(fp8_attention.IMPLEMENTATIONS, implementation,
@@ -119,13 +130,19 @@ def test_every_attention_call_of_each_familys_transformer_goes_through_fp8(famil
     assert not np.array_equal(fp8, exact) and np.abs(fp8 - exact).mean() < 0.05 * 255
 
 
-def test_fp8_attention_is_accepted_for_every_family_and_refused_for_others(family_model, monkeypatch):
+def test_fp8_attention_is_accepted_for_the_wired_families_and_refused_for_others(family_model, monkeypatch):
     from dataflow.serving.diffusers.speed import fp8_attention as module
 
     monkeypatch.setattr(module, "unavailable_reason", lambda device, kernel="triton": None)  # as on an H100
-    serving = DiffusersEditServing(family_model[1])
+    family, model = family_model
+    serving = DiffusersEditServing(model)
     for kernel in (True, "cudnn"):
-        check_applicable(Acceleration(fp8_attention=kernel), "cuda", serving.family)
+        if family in FP8_ATTENTION_FAMILIES:
+            check_applicable(Acceleration(fp8_attention=kernel), "cuda", serving.family)
+        else:  # its attention is not wired: refused by name, before any weight is read
+            with pytest.raises(InputError, match=f"fp8_attention is wired and tested for .*, not {family}; run "
+                                                 "without --fp8-attention"):
+                check_applicable(Acceleration(fp8_attention=kernel), "cuda", serving.family)
     other = SimpleNamespace(name="Stable-Diffusion-3", display_name="Stable Diffusion 3")
     with pytest.raises(InputError, match="fp8_attention is wired and tested for FLUX-Kontext, FLUX.2, "
                                          "Qwen-Image-Edit, not Stable Diffusion 3; run without --fp8-attention"):
@@ -133,8 +150,8 @@ def test_fp8_attention_is_accepted_for_every_family_and_refused_for_others(famil
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without an FP8 GPU")
-def test_fp8_attention_on_the_cpu_is_refused_for_the_gpu_not_the_family(family_model):
-    serving = DiffusersEditServing(family_model[1], acceleration=Acceleration(fp8_attention=True))
+def test_fp8_attention_on_the_cpu_is_refused_for_the_gpu_not_the_family(fp8_attention_family_model):
+    serving = DiffusersEditServing(fp8_attention_family_model[1], acceleration=Acceleration(fp8_attention=True))
     with pytest.raises(InputError, match=r"fp8_attention \(triton kernel\) cannot run here: it needs an NVIDIA GPU"):
         serving.load()
 
@@ -156,7 +173,8 @@ def test_fp8_linears_leave_each_familys_modulation_in_full_precision(family_mode
     serving = loaded(family_model[1], Acceleration(fp8=True))
     names = {name for name, module in serving.pipe.transformer.named_modules() if isinstance(module, Fp8Linear)}
     assert names and not any("_mod" in name or "norm" in name or "modulation" in name for name in names)
-    assert all(name.startswith(("transformer_blocks.", "single_transformer_blocks.")) for name in names)
+    blocks = tuple(f"{block}." for block in serving.family.fp8_blocks)  # JoyAI's are double_blocks
+    assert all(name.startswith(blocks) for name in names), names
 
 
 @pytest.mark.slow
