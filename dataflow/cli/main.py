@@ -32,6 +32,7 @@ from dataflow.core.serving import ImageEditServing
 from dataflow.engines.select import add_engine_flags, engine_from_flags
 from dataflow.io import ImageIO
 from dataflow.io.atomic import ensure_writable_folder
+from dataflow.io.lock import output_lock
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision import PromptedImageEditGenerator
 from dataflow.reports.gallery import build_gallery_from_manifest
@@ -161,8 +162,9 @@ def command_run(args: argparse.Namespace) -> int:
                 output_image_key=args.output_key)
     if args.dry_run:
         return dry_run(storage, serving, generator, keys)
-    write_manifest(args, serving)
-    summary = generator.run(storage.step(), **keys)
+    with output_lock(args.out):  # a run refused for a busy folder leaves the running one's run.json alone
+        write_manifest(args, serving)
+        summary = generator.run(storage.step(), **keys)
     print(f"done: {summary.generated} edited, {summary.reused} skipped (done earlier), {summary.failed} failed, "
           f"{summary.seconds:.1f} s", file=sys.stderr)
     if summary.warnings:

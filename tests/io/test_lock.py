@@ -66,10 +66,13 @@ def test_a_second_run_into_the_same_folder_is_refused_naming_the_first_and_the_f
     first = start_slow_run(tmp_path, 0.3)
     try:
         wait_for(tmp_path / "first-batch", first)
+        manifest = tmp_path / "out" / "run.json"  # as a first run started from the CLI writes it
+        manifest.write_text('{"input": "in.jsonl", "backend": "diffusers"}\n')
         second = cli("run", "in.jsonl", "--backend", "classic", "--out", "out", "--no-gallery", cwd=tmp_path)
     finally:
         out, err = first.communicate(timeout=120)
     assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert manifest.read_text() == '{"input": "in.jsonl", "backend": "diffusers"}\n'  # the refused run wrote none
     (line,) = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert f"is in use by another run (pid {first.pid} on " in line
     assert first.returncode == 0, err
