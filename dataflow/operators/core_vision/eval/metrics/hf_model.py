@@ -77,7 +77,42 @@ def load_pretrained(loader: Any, model: str, **kwargs: Any) -> Any:
         raise ModelLoadError(f"could not load {name} from {model} ({type(exc).__name__}: {exc}).{hint}") from None
 
 
-class ModelMetric(Metric):
+class LazyModel:
+    """A ``transformers`` model (``_net``) and its processor held lazily behind ``_lock`` on ``device``: moved by
+    ``use_device``, dropped by ``close``, and left behind when pickled, so that a worker loads its own. Its users
+    (the local metrics, the local instruction writer) set the four attributes in their ``__init__``."""
+
+    _lock: threading.Lock
+    _net: Any
+    _processor: Any
+    device: Optional[str]
+
+    def use_device(self, device: str) -> None:
+        with self._lock:
+            self.device = device
+            if self._net is not None:
+                self._net = self._net.to(device)
+
+    def close(self) -> None:
+        """Drop the model and hand its cached accelerator memory back."""
+        with self._lock:
+            self._net = self._processor = None
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __getstate__(self) -> dict:
+        """The configuration only: a worker loads its own model."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _net=None, _processor=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class ModelMetric(LazyModel, Metric):
     """A metric whose model loads lazily, once, and runs on one device.
 
     Args:
@@ -140,30 +175,6 @@ class ModelMetric(Metric):
 
     def check_dependencies(self) -> None:
         import_torch_transformers(self.name)
-
-    def use_device(self, device: str) -> None:
-        with self._lock:
-            self.device = device
-            if self._net is not None:
-                self._net = self._net.to(device)
-
-    def close(self) -> None:
-        """Drop the model and hand its cached accelerator memory back."""
-        with self._lock:
-            self._net = self._processor = None
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def __getstate__(self) -> dict:
-        """The configuration only: a worker loads its own model."""
-        state = dict(self.__dict__)
-        state.update(_lock=None, _net=None, _processor=None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- scoring -------------------------------------------------------------------------------------------
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:

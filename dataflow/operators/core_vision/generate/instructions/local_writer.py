@@ -3,7 +3,6 @@ image-text-to-text model whose processor has a chat template), loaded as the loc
 
 from __future__ import annotations
 
-import sys
 import threading
 from typing import Any, Optional, Sequence
 
@@ -11,6 +10,7 @@ from dataflow.core.errors import ModelLoadError
 from dataflow.core.validation import check_positive_int
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision.eval.metrics.hf_model import (
+    LazyModel,
     check_model_name,
     default_device,
     dtype_option,
@@ -26,7 +26,7 @@ logger = get_logger()
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
-class LocalWriter(ModelWriter):
+class LocalWriter(LazyModel, ModelWriter):
     """Write instructions with a local VLM through ``AutoProcessor`` and ``AutoModelForImageTextToText``.
 
     Each image is one user turn of the processor's chat template: the image, then the prompt. Decoding is greedy
@@ -88,29 +88,6 @@ class LocalWriter(ModelWriter):
                                       **dtype_option(transformers, dtype))
                 self._net, self._processor, self.device = net.to(device).eval(), processor, device
             return self._net, self._processor
-
-    def use_device(self, device: str) -> None:
-        with self._lock:
-            self.device = device
-            if self._net is not None:
-                self._net = self._net.to(device)
-
-    def close(self) -> None:
-        with self._lock:
-            self._net = self._processor = None
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def __getstate__(self) -> dict:
-        """The configuration only: a worker loads its own model."""
-        state = dict(self.__dict__)
-        state.update(_lock=None, _net=None, _processor=None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- answering -----------------------------------------------------------------------------------------
     def answer(self, asks: Sequence[InstructionAsk]) -> list:
