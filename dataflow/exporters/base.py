@@ -20,12 +20,14 @@ class Layout:
         multi: some row has more than one source image.
         include_failed: failed rows are exported (without an edited image).
         with_rejected: a filter step's rejected rows are exported too.
+        edit_type: some row names its edit type (``edit_type``, as ``dataflow-edit instruct`` writes it).
     """
 
     scores: ScoreColumns = field(default_factory=ScoreColumns)
     multi: bool = False
     include_failed: bool = False
     with_rejected: bool = False
+    edit_type: bool = False
 
 
 @dataclass

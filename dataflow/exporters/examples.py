@@ -24,6 +24,7 @@ from dataflow.io.sources import source_exists
 from dataflow.utils.manifest import find_output_image
 
 SCORE_KEY = "scores"
+EDIT_TYPE_KEY = "edit_type"  # the kind of edit, as ``dataflow-edit instruct`` records it on each row it writes
 BARE_METRICS = ("change", "clip", "dino")
 RESERVED = ("id", "output_index", "instruction", "source_image", "source_images", "edited_image", "error",
             "rejected", "rejected_because", "input_image", "edit_prompt", "license")

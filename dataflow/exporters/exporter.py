@@ -18,6 +18,7 @@ from dataflow.exporters.ai_toolkit import AIToolkitWriter
 from dataflow.exporters.base import ExampleImages, ExportWriter, Layout
 from dataflow.exporters.card import run_info, write_card
 from dataflow.exporters.examples import (
+    EDIT_TYPE_KEY,
     SCORE_KEY,
     UNKNOWN_LICENSE,
     Example,
@@ -213,10 +214,12 @@ def _check_options(path, format, out, shard_size, include_failed, rejected, imag
 
 
 def _learn_layout(readers, include_failed: bool, with_rejected: bool) -> Layout:
-    """The first pass: every score name (and its type) and whether any row has several sources."""
+    """The first pass: every score name (and its type), whether any row has several sources, and whether any
+    names its edit type."""
     layout = Layout(include_failed=include_failed, with_rejected=with_rejected)
     for file, reader in readers:
         for row in RowStream(file, skip_malformed_lines=True):
+            layout.edit_type |= isinstance(row.get(EDIT_TYPE_KEY), str)
             if reader.is_failed(row):
                 continue
             images = row.get(reader.image_key)

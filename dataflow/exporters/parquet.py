@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from dataflow.exporters.base import ExampleImages, ExportWriter, Layout
-from dataflow.exporters.examples import Example
+from dataflow.exporters.examples import EDIT_TYPE_KEY, Example
 from dataflow.exporters.images import EncodedImage
 from dataflow.exporters.shards import ShardSet
 
@@ -140,7 +140,8 @@ class ParquetWriter(ExportWriter):
 class HFWriter(ParquetWriter):
     """The ``hf`` layout: ``id``, ``output_index``, ``instruction``, ``source_image`` (``source_images`` when a row
     has several), ``edited_image``, ``license`` (the editing model's, "unknown" when its card named none),
-    ``error`` (with ``--include-failed``), ``rejected`` and ``rejected_because`` (with ``--rejected``), then one
+    ``edit_type`` (when rows name one, as ``dataflow-edit instruct`` writes them), ``error`` (with
+    ``--include-failed``), ``rejected`` and ``rejected_because`` (with ``--rejected``), then one
     column per score."""
 
     name = "hf"
@@ -157,6 +158,8 @@ class HFWriter(ParquetWriter):
             spec.append(Column("source_images", "image", lambda e, i: [image_cell(s) for s in i.sources], True))
         spec.append(Column("edited_image", "image", lambda e, i: image_cell(i.edited)))
         spec.append(Column("license", "string", lambda e, i: e.license))
+        if layout.edit_type:
+            spec.append(Column("edit_type", "string", _edit_type))
         if layout.include_failed:
             spec.append(Column("error", "string", lambda e, i: e.error))
         spec += rejected_columns(layout)
@@ -185,6 +188,11 @@ def rejected_columns(layout: Layout) -> list:
         return []
     return [Column("rejected", "bool", lambda e, i: e.rejected),
             Column("rejected_because", "string", lambda e, i: list(e.rejected_because), True)]
+
+
+def _edit_type(example: Example, images: Any) -> Optional[str]:
+    value = example.fields.get(EDIT_TYPE_KEY)
+    return value if isinstance(value, str) else None
 
 
 def _score_getter(name: str) -> Callable:

@@ -73,6 +73,8 @@ def test_the_documented_loop_runs_from_photos_to_an_exported_dataset(tmp_path, p
     assert len(exported) == 12 and {e["instruction"] for e in exported} <= {
         p for t in ("position_viewpoint", "lighting", "style", "global_tone") for p in phrases(t)}
     assert all(e["edited_image"] and e["source_image"] for e in exported)
+    assert all(e["instruction"] in phrases(e["edit_type"]) for e in exported)  # each row's edit type, carried
+    assert "name: edit_type" in (tmp_path / "dataset" / "README.md").read_text()
 
 
 def phrases(type_name):

@@ -50,6 +50,7 @@ def test_hf_export_has_image_features_the_files_bytes_and_every_score(run, tmp_p
     assert dataset.column_names[:6] == ["id", "output_index", "instruction", "source_image", "source_images",
                                         "edited_image"]
     assert set(SCORE_COLUMNS) <= set(dataset.column_names)
+    assert "edit_type" not in dataset.column_names  # only where rows name their edit type
     assert [(r["id"], r["output_index"]) for r in dataset] == [("r0", 0), ("r1", 0), ("r1", 1), ("r2", 0)]
 
     stored = raw(dataset, "source_image", "edited_image", "source_images")
