@@ -9,7 +9,6 @@ alone writes the checkpoint, so every engine gets the same exactly-once and resu
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from typing import Callable, Iterator, Optional, Union
@@ -22,7 +21,7 @@ from dataflow.engines.job import EditJob
 from dataflow.engines.planner import Planner
 from dataflow.engines.records import RecordStore
 from dataflow.engines.summary import RunSummary
-from dataflow.io.lock import output_lock
+from dataflow.io.lock import output_locks
 from dataflow.logger import get_logger
 from dataflow.utils.checkpoint import Checkpoint
 
@@ -46,9 +45,7 @@ def drive(job: EditJob, execute: Executor, show_progress: Optional[bool] = None)
     The job's output folders are locked for the run (``dataflow.io.lock``): a second run into the same folder is
     refused with one line naming the first.
     """
-    with contextlib.ExitStack() as locks:
-        for folder in job.output_folders():  # one run at a time per folder; refused before anything is read
-            locks.enter_context(output_lock(folder))
+    with output_locks(job.output_folders()):  # one run at a time per folder; refused before anything is read
         return _drive(job, execute, show_progress)
 
 

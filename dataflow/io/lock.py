@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from dataflow.core.errors import InputError
 from dataflow.logger import get_logger
@@ -56,6 +56,16 @@ def output_lock(folder: str) -> Iterator[None]:
             if entry[1] == 0:
                 del _held[folder]
                 _release(entry[0])
+
+
+@contextlib.contextmanager
+def output_locks(folders: Iterable[str]) -> Iterator[None]:
+    """Hold the lock of each of ``folders`` for the block: a run's edits and the step file it writes after them
+    are one locked span, with no moment in between where a second run could start in the folder."""
+    with contextlib.ExitStack() as locks:
+        for folder in folders:
+            locks.enter_context(output_lock(folder))
+        yield
 
 
 def holds_lock(path: str) -> bool:

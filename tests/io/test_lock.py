@@ -111,3 +111,36 @@ def test_only_the_lock_holder_removes_temp_files_left_in_its_folder(tmp_path):
         with atomic_open(str(tmp_path / "step.jsonl")) as handle:
             handle.write("y")
     assert not in_flight.exists() and (tmp_path / "step.jsonl").read_text() == "y"
+
+
+def another_process_could_lock(folder) -> bool:
+    """Whether a second process could take ``folder``'s lock right now (as a second run would try)."""
+    probe = ("import fcntl, os, sys\n"
+             "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(1)\n")
+    return subprocess.run([sys.executable, "-c", probe, str(folder / LOCK_NAME)], timeout=60).returncode == 0
+
+
+def test_no_second_run_can_start_between_the_edits_and_the_step_file(tmp_path, rows_input, monkeypatch):
+    """The Python API's run holds its folder from the first edit to the step file's last line: a second run that
+    started in between would redo the rows whose step file is not written yet."""
+    from dataflow.io import ImageIO
+    from dataflow.operators.core_vision import PromptedImageEditGenerator
+    from dataflow.utils.storage import FileStorage
+    from tests.engines.fakes import InvertServing
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    while_writing = []
+    write = FileStorage.write
+
+    def write_after_probing(self, rows):
+        while_writing.append(another_process_could_lock(out))
+        return write(self, rows)
+
+    monkeypatch.setattr(FileStorage, "write", write_after_probing)
+    serving = InvertServing(batch_size=2, image_io=ImageIO(save_path="out"))
+    summary = PromptedImageEditGenerator(serving).run(FileStorage("in.jsonl", cache_path="out").step(),
+                                                      show_progress=False)
+    assert summary.generated == 6 and while_writing == [False]
+    assert another_process_could_lock(out)  # and released once the run is done

@@ -13,6 +13,7 @@ from dataflow.engines.local import LocalEngine
 from dataflow.engines.summary import RunSummary
 from dataflow.io.atomic import ensure_writable_folder
 from dataflow.io.image_io import ImageIO
+from dataflow.io.lock import output_locks
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision.eval.metric import Metric
 from dataflow.operators.core_vision.eval.metrics import make_metric
@@ -91,7 +92,8 @@ class ImageEditEvaluator(OperatorABC):
         """Score the current step's rows and write the next step file; return a summary of the run."""
         job = self.build_job(storage, input_image_key, input_conversation_key, input_edited_key, output_score_key)
         ensure_writable_folder(os.path.dirname(os.path.abspath(storage.write_path)), "cache folder")
-        rows, summary = self.engine.run(job, show_progress=show_progress)
-        summary.output_path = storage.write(rows)
+        with output_locks(job.output_folders()):  # the scores and the step file: one span, no gap for a second run
+            rows, summary = self.engine.run(job, show_progress=show_progress)
+            summary.output_path = storage.write(rows)
         logger.info("%s", summary.describe())
         return summary

@@ -22,6 +22,7 @@ from dataflow.engines.local import LocalEngine
 from dataflow.engines.summary import RunSummary
 from dataflow.io.atomic import ensure_writable_folder
 from dataflow.io.image_io import ImageIO
+from dataflow.io.lock import output_locks
 from dataflow.logger import get_logger
 from dataflow.utils.checkpoint import progress_path
 from dataflow.utils.storage import FileStorage
@@ -165,9 +166,10 @@ class PromptedImageEditGenerator(OperatorABC):
         job = self.build_job(storage, input_image_key, input_conversation_key, output_image_key)
         ensure_writable_folder(os.path.dirname(os.path.abspath(storage.write_path)), "cache folder")
         ensure_writable_folder(job.image_io.save_path, "image folder")
-        rows, summary = self.engine.run(job, show_progress=show_progress)
-        if self.candidates is not None:
-            rows = marked_candidates(rows, self.candidates)
-        summary.output_path = storage.write(rows)
+        with output_locks(job.output_folders()):  # the edits and the step file: one span, no gap for a second run
+            rows, summary = self.engine.run(job, show_progress=show_progress)
+            if self.candidates is not None:
+                rows = marked_candidates(rows, self.candidates)
+            summary.output_path = storage.write(rows)
         logger.info("%s", summary.describe())
         return summary

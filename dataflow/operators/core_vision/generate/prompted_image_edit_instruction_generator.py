@@ -19,6 +19,7 @@ from dataflow.engines.job import EditJob
 from dataflow.engines.local import LocalEngine
 from dataflow.io.atomic import atomic_open, ensure_writable_folder
 from dataflow.io.image_io import ImageIO
+from dataflow.io.lock import output_locks
 from dataflow.logger import get_logger
 from dataflow.operators.core_vision.generate.instructions.plan import assign_types, type_counts
 from dataflow.operators.core_vision.generate.instructions.quality import QualityRules
@@ -173,12 +174,14 @@ class PromptedImageEditInstructionGenerator(OperatorABC):
             # source images again (read twice), which the serving ignores
             edited_key=input_image_key, edited_dir=base_dir,
         )
-        rows, done = self.engine.run(job, show_progress=show_progress)
-        expander = Expander(input_image_key, input_conversation_key, output_key, output_type_key, base_dir,
-                            relative_to, self.provenance())
         rejected_path = os.path.splitext(storage.write_path)[0] + "_rejected.jsonl"
-        with atomic_open(rejected_path) as rejected:
-            output_path = storage.write(expander.expand(rows, lambda row: rejected.write(dumps_row(row) + "\n")))
+        with output_locks(job.output_folders()):  # the answers and the step files: one span, no gap for a 2nd run
+            rows, done = self.engine.run(job, show_progress=show_progress)
+            expander = Expander(input_image_key, input_conversation_key, output_key, output_type_key, base_dir,
+                                relative_to, self.provenance())
+            with atomic_open(rejected_path) as rejected:
+                output_path = storage.write(expander.expand(rows,
+                                                            lambda row: rejected.write(dumps_row(row) + "\n")))
         tally = expander.tally
         summary = InstructionSummary(
             images=done.total, asked=done.total - done.reused, reused=done.reused,
